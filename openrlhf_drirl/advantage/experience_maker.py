@@ -1,0 +1,110 @@
+"""OpenRLHF's ``RemoteExperienceMaker`` with the registered advantage estimators added.
+
+OpenRLHF's own estimators (``OPENRLHF_ESTIMATORS``) go to ``super()`` untouched. A registered estimator replaces
+only the baseline step of ``compute_advantages_and_returns``; the steps around it are OpenRLHF's, in its order:
+fp32 rewards, length penalties, rollout-order scatter, [estimator], clip + KL term (``compute_reward``),
+cumulative returns with gamma = 1, no whitening (as for group_norm).
+"""
+
+import itertools
+from typing import List
+
+import torch
+from openrlhf.models.utils import compute_reward
+from openrlhf.trainer.ppo_utils.experience import Experience
+from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
+from openrlhf.utils.logging_utils import init_logger
+
+from openrlhf_drirl.advantage.registry import OPENRLHF_ESTIMATORS, get_advantage_estimator
+
+logger = init_logger(__name__)
+
+
+class DRIRLExperienceMaker(RemoteExperienceMaker):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Kept across steps by stateful estimators (GRPO-S's EMA); saved in OpenRLHF checkpoints by the plugin.
+        self.advantage_state = {}
+
+    @torch.no_grad()
+    def compute_advantages_and_returns(self, experiences: List[Experience]) -> List[Experience]:
+        if self.advantage_estimator in OPENRLHF_ESTIMATORS:
+            return super().compute_advantages_and_returns(experiences)
+        estimator = get_advantage_estimator(self.advantage_estimator)
+        args = self.strategy.args
+        n = args.rollout.n_samples_per_prompt
+        if estimator.needs_group and n < 2:
+            raise ValueError(
+                f"--algo.advantage.estimator {estimator.name} normalises rewards within each prompt's group: set "
+                f"--rollout.n_samples_per_prompt > 1 (got {n})"
+            )
+
+        for experience in experiences:
+            experience.rewards = experience.rewards.to(torch.promote_types(experience.rewards.dtype, torch.float32))
+        apply_length_penalties(experiences, args)
+
+        exp_len = [len(experience.index) for experience in experiences]
+        indices = torch.tensor(list(itertools.chain.from_iterable(experience.index for experience in experiences)))
+        num_samples = len(indices)
+        if num_samples % n or not torch.equal(indices.sort().values, torch.arange(num_samples)):
+            raise ValueError(
+                f"experience indices must cover 0..{num_samples - 1} in whole groups of n_samples_per_prompt={n}"
+            )
+
+        def to_rollout_order(values: torch.Tensor) -> torch.Tensor:
+            ordered = torch.empty_like(values)
+            ordered[indices] = values
+            return ordered
+
+        raw_rewards = torch.cat([experience.rewards.reshape(-1) for experience in experiences])
+        bad = (~torch.isfinite(raw_rewards)).nonzero().flatten()
+        if len(bad):
+            raise ValueError(
+                f"rewards of samples {indices[bad][:10].tolist()} (rollout order) are NaN or inf: fix the reward "
+                "function or reward model that returned them"
+            )
+        rewards = to_rollout_order(raw_rewards).reshape(-1, n)
+        labels = [None] * num_samples
+        for position, label in zip(indices.tolist(), itertools.chain.from_iterable(e.labels for e in experiences)):
+            labels[position] = label
+        # Per-sample info tensors present in every micro-batch (the reward function's extra_logs among them).
+        info_keys = set.intersection(*(set(e.info) for e in experiences))
+        info = {
+            key: to_rollout_order(torch.cat([e.info[key].reshape(-1).float() for e in experiences]))
+            for key in sorted(info_keys)
+            if all(isinstance(e.info[key], torch.Tensor) and e.info[key].numel() == len(e.index) for e in experiences)
+        }
+
+        group_reward_stds = rewards.std(-1, keepdim=True).repeat(1, n).reshape(-1)[indices].split(exp_len)
+        for experience, group_reward_std in zip(experiences, group_reward_stds):
+            experience.info["group_reward_std"] = group_reward_std
+
+        shaped, metrics = estimator.fn(rewards, labels, info, args, self.advantage_state)
+        if shaped.shape != rewards.shape:
+            raise ValueError(f"estimator {estimator.name} returned shape {tuple(shaped.shape)}, not {rewards.shape}")
+        # One (metrics, samples) matrix, reordered and split once: per-metric work per micro-batch would dominate.
+        # Batch statistics (scalars) repeat on every sample, so OpenRLHF's per-sample mean logs them as they are.
+        names = list(metrics)
+        if names:
+            rows = [torch.as_tensor(metrics[name], dtype=torch.float32).reshape(-1).expand(num_samples) for name in names]
+            per_experience = torch.stack(rows)[:, indices].split(exp_len, dim=1)
+            for experience, values in zip(experiences, per_experience):
+                experience.info.update(zip(names, values.unbind(0)))
+
+        if args.algo.advantage.gamma != 1.0:
+            logger.warning(f"gamma is set to 1.0 for {estimator.name}")
+            args.algo.advantage.gamma = 1.0
+        for experience, reward in zip(experiences, shaped.reshape(-1)[indices].split(exp_len)):
+            reward = compute_reward(
+                reward,
+                self.kl_ctl.value,
+                experience.kl,
+                action_mask=experience.action_mask,
+                reward_clip_range=args.reward.clip_range,
+            )
+            experience.returns = self.get_cumulative_returns(reward, experience.action_mask, 1.0)
+            experience.advantages = experience.returns.clone()
+            experience.info["return"] = reward.sum(dim=-1)
+            experience.kl = None
+        return experiences

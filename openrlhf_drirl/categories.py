@@ -1,0 +1,98 @@
+"""Harm categories and the JSON label that carries them.
+
+Every prompt row carries, under OpenRLHF's ``--data.label_key``, a JSON object
+``{"category": "<name>", "demonstration": "<CoD refusal>", ...}`` (a string holding JSON is accepted too: that is
+what a user's CSV or a remote reward request sends). This label is the one channel that reaches the reward function,
+the reward server and the advantage estimator, so all three parse it here.
+"""
+
+import json
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+
+# The Safety-Prompts "typical safety scenarios" minus "Sensitive Topics" (design.md, method notes section 2).
+DEFAULT_CATEGORIES: Tuple[str, ...] = (
+    "insult",
+    "unfairness_and_discrimination",
+    "crimes_and_illegal_activities",
+    "physical_harm",
+    "mental_health",
+    "privacy_and_property",
+    "ethics_and_morality",
+)
+
+CATEGORY_DISPLAY_NAMES = {
+    "insult": "Insult",
+    "unfairness_and_discrimination": "Unfairness and Discrimination",
+    "crimes_and_illegal_activities": "Crimes and Illegal Activities",
+    "physical_harm": "Physical Harm",
+    "mental_health": "Mental Health",
+    "privacy_and_property": "Privacy and Property",
+    "ethics_and_morality": "Ethics and Morality",
+}
+
+
+class LabelError(ValueError):
+    """A prompt label that GRPO-S or the category reward model cannot use; the message names the field and the fix."""
+
+
+def parse_categories(spec: Optional[Any]) -> Tuple[str, ...]:
+    """Category list from ``None`` (the default seven), a comma-separated string, or a sequence of names."""
+    if spec is None or spec == "":
+        return DEFAULT_CATEGORIES
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError("the category list is empty: pass comma-separated names, e.g. 'insult,physical_harm'")
+    if len(set(names)) != len(names):
+        raise ValueError(f"the category list {names} repeats a name: each category must appear once")
+    return tuple(names)
+
+
+def parse_label(label: Any, index: Optional[int] = None) -> Dict[str, Any]:
+    """The label as a dict; ``label`` may be a dict or a string holding a JSON object."""
+    where = f"label of sample {index}" if index is not None else "label"
+    if isinstance(label, dict):
+        return label
+    if isinstance(label, (str, bytes)):
+        if not label:
+            raise LabelError(
+                f"{where} is empty: set --data.label_key to the column holding "
+                '{"category": ..., "demonstration": ...} (data_tools writes it as "label")'
+            )
+        try:
+            parsed = json.loads(label)
+        except json.JSONDecodeError as e:
+            raise LabelError(
+                f"{where} is not JSON ({e.msg} at char {e.pos}): it must be a JSON object like "
+                f'{{"category": "insult", "demonstration": "..."}}, got {label[:80]!r}'
+            ) from None
+        if isinstance(parsed, dict):
+            return parsed
+        label = parsed
+    raise LabelError(
+        f"{where} must be a JSON object with a 'category' key, got {type(label).__name__} {str(label)[:80]!r}"
+    )
+
+
+def category_of(label: Any, categories: Iterable[str], index: Optional[int] = None) -> str:
+    """The category name of one sample's label, checked against ``categories``."""
+    fields = parse_label(label, index)
+    where = f"label of sample {index}" if index is not None else "label"
+    category = fields.get("category")
+    if category is None or category == "":
+        raise LabelError(
+            f"{where} has no 'category': add one of {sorted(categories)} (data_tools/ writes it; keys present: "
+            f"{sorted(fields)})"
+        )
+    if category not in categories:
+        raise LabelError(
+            f"{where} has unknown category {category!r}: use one of {sorted(categories)}, or add it to the category "
+            "list (--drirl.categories / --categories)"
+        )
+    return category
+
+
+def category_ids(labels: Sequence[Any], categories: Sequence[str]) -> list:
+    """Index into ``categories`` of each label's category (errors name the sample)."""
+    position = {c: i for i, c in enumerate(categories)}
+    return [position[category_of(label, position, i)] for i, label in enumerate(labels)]

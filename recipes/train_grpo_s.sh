@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# DR-IRL stage 3: GRPO-S on one 8-GPU node (hybrid engine), paper scale (Llama-3.1-8B-Instruct policy).
+# Needs: prompts from recipes/build_dataset.sh and a category reward server from recipes/serve_category_rm.sh
+# (it returns drirl_similarity and drirl_reward_gap in extra_logs). GRPO-S flags are the --drirl.* lines.
+set -x
+
+MODEL_PATH=${MODEL_PATH:-meta-llama/Llama-3.1-8B-Instruct}
+DATASET_PATH=${DATASET_PATH:-./runs/data/prompts.train.jsonl}
+REWARD_URL=${REWARD_URL:-http://127.0.0.1:5000/get_reward}
+SAVE_PATH=${SAVE_PATH:-./runs/grpo_s}
+
+python3 -m openrlhf_drirl.cli.train_ppo_ray \
+   --ref.num_nodes 1 \
+   --ref.num_gpus_per_node 8 \
+   --actor.num_nodes 1 \
+   --actor.num_gpus_per_node 8 \
+   --vllm.num_engines 8 \
+   --vllm.tensor_parallel_size 1 \
+   --vllm.gpu_memory_utilization 0.6 \
+   --vllm.enable_sleep \
+   --ds.enable_sleep \
+   --train.colocate_all \
+   --actor.model_name_or_path "${MODEL_PATH}" \
+   --reward.remote_url "${REWARD_URL}" \
+   --ckpt.output_dir "${SAVE_PATH}" \
+   --ckpt.path "${SAVE_PATH}/ckpt" \
+   --ckpt.save_steps 20 \
+   --ckpt.save_hf \
+   --ckpt.load_enable \
+   --train.micro_batch_size 4 \
+   --train.batch_size 128 \
+   --rollout.micro_batch_size 8 \
+   --rollout.batch_size 128 \
+   --rollout.n_samples_per_prompt 8 \
+   --rollout.max_new_tokens 512 \
+   --rollout.temperature 1.0 \
+   --data.max_len 1024 \
+   --train.max_epochs 1 \
+   --train.num_episodes 1 \
+   --ds.zero_stage 3 \
+   --ds.param_dtype bf16 \
+   --actor.adam.lr 1e-6 \
+   --actor.eps_clip 0.2 \
+   --algo.kl.init_coef 0.04 \
+   --algo.kl.use_loss \
+   --algo.kl.estimator k3 \
+   --algo.advantage.estimator grpo_s \
+   --drirl.hardness_terms both \
+   --drirl.reference batch \
+   --drirl.outlier_k 1.5 \
+   --data.prompt_dataset "${DATASET_PATH}" \
+   --data.input_key prompt \
+   --data.label_key label \
+   --data.apply_chat_template \
+   --actor.gradient_checkpointing_enable \
+   --logger.tensorboard_dir "${SAVE_PATH}/tensorboard" "$@"
