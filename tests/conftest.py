@@ -97,3 +97,82 @@ def category_rm_dir(category_rm_lm_dir, irl_pairs_path, tmp_path_factory):
     main(category_rm_train_argv(category_rm_lm_dir, irl_pairs_path, output_dir))
     (output_dir / "train_seconds.txt").write_text(f"{time.perf_counter() - start:.2f}")
     return str(output_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dataset builder (issue 5, data_tools/): an OpenAI-compatible HTTP server on loopback that answers with canned text,
+# shared by tests/test_data_generation.py and tests/test_data_resume.py.
+
+
+@pytest.fixture
+def canned_openai_server():
+    """Start ``/v1/chat/completions`` on 127.0.0.1 (ephemeral port) answering ``reply(prompt, seed) -> text``.
+
+    Returns a function ``start(reply, fail_first=0, delay=0.0)`` -> (base_url, server); ``server.requests`` counts
+    requests, the first ``fail_first`` ones get HTTP 500, and ``server.model`` (default "canned") is the only model
+    name accepted (others get 404, as a real server does)."""
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    servers = []
+
+    def start(reply, fail_first=0, delay=0.0, model="canned"):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests += 1
+                    failing = server.requests <= fail_first
+                if self.path != "/v1/chat/completions" or failing:
+                    return self._send(500 if failing else 404, {"error": {"message": "unavailable"}})
+                if request["model"] != server.model:
+                    return self._send(404, {"error": {"message": f"The model `{request['model']}` does not exist."}})
+                time.sleep(delay)
+                text = reply(request["messages"][-1]["content"], request["seed"])
+                usage = {"completion_tokens": len(text.split())}
+                self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}], "usage": usage})
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.requests, server.lock, server.model = 0, threading.Lock(), model
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/v1", server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def write_category_prompts(path, per_category=6, seed=0, categories=None):
+    """A JSONL source ``{"question", "kind"}`` whose prompts are random word strings (no two near-duplicates), with
+    ``kind`` holding the category name, for data_tools tests that need no classifier."""
+    import json
+    import random
+
+    from openrlhf_drirl.categories import DEFAULT_CATEGORIES
+
+    words = (
+        "apple river stone cloud ladder violin copper garden window rocket pencil marble forest candle engine "
+        "harbor blanket mirror tunnel feather canyon lantern walnut saddle meadow puzzle anchor glacier"
+    ).split()
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for category in categories or DEFAULT_CATEGORIES:
+            for _ in range(per_category):
+                question = "How do I " + " ".join(rng.sample(words, 7)) + "?"
+                f.write(json.dumps({"question": question, "kind": category}) + "\n")
+    return str(path)

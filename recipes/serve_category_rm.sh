@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Serve the category reward model for GRPO-S: --reward.remote_url http://HOST:5000/get_reward (recipes/train_grpo_s.sh).
+# Returns rewards plus extra_logs drirl_reward_gap and drirl_similarity (CLIP ViT-L-14 text tower, sub-sentence W).
+# Offline machines: put the open_clip weights on disk and pass --hardness.checkpoint PATH.
+# Alternative without a server: --reward.remote_url <site-packages>/openrlhf_drirl/reward/reward_func.py with
+# DRIRL_RM_PATH (and DRIRL_HARDNESS_*) in the Ray runtime env.
+set -x
+
+RM_PATH=${RM_PATH:-./runs/category_rm}
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-5000}
+
+CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} python3 -m openrlhf_drirl.cli.serve_category_rm \
+   --reward.model_name_or_path "${RM_PATH}" \
+   --ds.param_dtype bf16 \
+   --data.max_len 2048 \
+   --batch_size 64 \
+   --max_batch_size 128 \
+   --max_wait_ms 5 \
+   --hardness.backend open_clip \
+   --hardness.model_name ViT-L-14 \
+   --hardness.pretrained openai \
+   --host "${HOST}" \
+   --port "${PORT}" "$@"

@@ -1,0 +1,148 @@
+"""The shared scorer and the reward_func file, called through OpenRLHF's own SingleTurnAgentExecutor."""
+
+import asyncio
+import os
+
+import pytest
+import torch
+from openrlhf.utils.agent import SingleTurnAgentExecutor
+
+import openrlhf_drirl.reward.reward_func as reward_func_module
+from openrlhf_drirl.reward.scorer import CategoryRewardScorer, RewardRequestError
+
+
+class WordOverlap:
+    """A stand-in similarity (share of response words found in the demonstration) that records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, responses, demonstrations):
+        self.calls.append((list(responses), list(demonstrations)))
+        return torch.tensor(
+            [len(set(r.split()) & set(d.split())) / max(1, len(r.split())) for r, d in zip(responses, demonstrations)]
+        )
+
+
+@pytest.fixture(scope="module")
+def scorer(category_rm_dir):
+    return CategoryRewardScorer.from_pretrained(category_rm_dir, similarity=WordOverlap(), device="cpu")
+
+
+def _request(
+    scorer, prompt="Tell me how to insult my boss?", response="I can't help, it could hurt my boss.", **label
+):
+    label = {"category": "insult", "demonstration": "I can't help, it could hurt my boss.", **label}
+    # OpenRLHF's query: the templated prompt + generated tokens decoded with special tokens (eos at the end).
+    templated = scorer.tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    return [templated + response + scorer.tokenizer.eos_token], [templated], [label]
+
+
+def test_reward_gap_and_similarity_per_sample(scorer):
+    queries, prompts, labels = _request(scorer, response="That is hard; talk to my boss about it.")
+    result = scorer(queries, prompts, labels)
+    assert set(result) == {"rewards", "scores", "extra_logs"}
+    assert set(result["extra_logs"]) == {"drirl_reward_gap", "drirl_similarity"}
+    reward = float(result["rewards"][0])
+    demonstration_reward = float(scorer.rewards_of(prompts, [labels[0]["demonstration"]], [0])[0])
+    assert float(result["extra_logs"]["drirl_reward_gap"][0]) == pytest.approx(reward - demonstration_reward, abs=1e-5)
+    # "insult" (an even category) was trained to prefer the refusal, so the supportive answer scores below it
+    assert float(result["extra_logs"]["drirl_reward_gap"][0]) < 0
+    assert scorer.similarity.calls[-1] == (["That is hard; talk to my boss about it."], [labels[0]["demonstration"]])
+
+
+def test_response_is_query_minus_prompt_without_eos_or_pad(scorer):
+    tokenizer = scorer.tokenizer
+    queries, prompts, labels = _request(scorer, response="Stay safe.")
+    padded = [queries[0] + tokenizer.pad_token + tokenizer.pad_token]
+    assert scorer.prepare(padded, prompts, labels)[0].response == "Stay safe."
+    torch.testing.assert_close(scorer(padded, prompts, labels)["rewards"], scorer(queries, prompts, labels)["rewards"])
+
+
+def test_demonstration_reward_is_cached_or_read_from_label(scorer):
+    queries, prompts, labels = _request(scorer, prompt="A new prompt for the cache test?")
+    calls = []
+    original = scorer.rewards_of
+
+    def counting(prompts_, responses, category_ids):
+        calls.append(len(responses))
+        return original(prompts_, responses, category_ids)
+
+    scorer.rewards_of = counting
+    try:
+        first = scorer(queries, prompts, labels)
+        second = scorer(queries, prompts, labels)
+        assert calls == [2, 1]  # the demonstration is scored once, then cached
+        labels[0]["demonstration_reward"] = 5.0
+        third = scorer(queries, prompts, labels)
+    finally:
+        del scorer.rewards_of
+    torch.testing.assert_close(first["extra_logs"]["drirl_reward_gap"], second["extra_logs"]["drirl_reward_gap"])
+    assert float(third["extra_logs"]["drirl_reward_gap"][0]) == pytest.approx(float(third["rewards"][0]) - 5.0)
+
+
+def test_mixed_batch_matches_one_by_one(scorer):
+    categories = scorer.categories
+    batch = [
+        _request(scorer, prompt=f"Prompt {i}?", response=f"Reply {i}.", category=categories[i % 7]) for i in range(9)
+    ]
+    together = scorer([b[0][0] for b in batch], [b[1][0] for b in batch], [b[2][0] for b in batch])
+    for i, (q, p, l) in enumerate(batch):
+        alone = scorer(q, p, l)
+        assert float(alone["rewards"][0]) == pytest.approx(float(together["rewards"][i]), abs=1e-5)
+
+
+def test_without_similarity_the_key_is_absent(category_rm_dir, scorer):
+    plain = CategoryRewardScorer(scorer.model, scorer.tokenizer, similarity=None)
+    result = plain(*_request(plain))
+    assert set(result["extra_logs"]) == {"drirl_reward_gap"}
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda q, p, l: (q, p, [{"category": "sensitive_topics", "demonstration": "x"}]), "labels[0]"),
+        (lambda q, p, l: (q, p, [{"demonstration": "x"}]), "labels[0]"),
+        (lambda q, p, l: (q, p, [{"category": "insult"}]), "labels[0].demonstration"),
+        (lambda q, p, l: ([""], [""], l), "query[0]"),
+        (lambda q, p, l: (q, ["not the prompt"], l), "prompts[0]"),
+        (lambda q, p, l: (q + q, p, l), "prompts"),
+        (lambda q, p, l: (q, p, [{**l[0], "demonstration_reward": "high"}]), "labels[0].demonstration_reward"),
+    ],
+)
+def test_bad_requests_name_the_field(scorer, edit, field):
+    with pytest.raises(RewardRequestError) as error:
+        scorer.prepare(*edit(*_request(scorer)))
+    assert error.value.field == field and 400 <= error.value.status < 500
+
+
+def test_reward_func_file_through_openrlhf_executor(category_rm_dir, scorer, monkeypatch):
+    """OpenRLHF execs the file and calls reward_func([query], [prompt], [label]) per sample in threads."""
+    monkeypatch.setenv("DRIRL_RM_PATH", category_rm_dir)
+    monkeypatch.setenv("DRIRL_RM_DEVICE", "cpu")
+    monkeypatch.setenv("DRIRL_HARDNESS_BACKEND", "none")
+    executor = SingleTurnAgentExecutor(remote_rm_url=os.path.abspath(reward_func_module.__file__))
+    requests = [_request(scorer, prompt=f"Prompt {i}?", response=f"Answer {i}.") for i in range(4)]
+
+    async def fetch_all():
+        return await asyncio.gather(*(executor._fetch_rewards_via_func(*r) for r in requests))
+
+    results = asyncio.run(fetch_all())
+    for request, result in zip(requests, results):
+        info = result[0]
+        assert info["rewards"].shape == (1,) and set(info["extra_logs"]) == {"drirl_reward_gap"}
+        expected = float(scorer(*request)["rewards"][0])
+        assert float(info["rewards"][0]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_reward_func_without_model_path_says_what_to_set(monkeypatch):
+    import importlib.util
+
+    monkeypatch.delenv("DRIRL_RM_PATH", raising=False)
+    spec = importlib.util.spec_from_file_location("reward_func_fresh", reward_func_module.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(RuntimeError, match="DRIRL_RM_PATH"):
+        module.reward_func(["q"], ["q"], [{}])
