@@ -95,4 +95,9 @@ def category_of(label: Any, categories: Iterable[str], index: Optional[int] = No
 def category_ids(labels: Sequence[Any], categories: Sequence[str]) -> list:
     """Index into ``categories`` of each label's category (errors name the sample)."""
     position = {c: i for i, c in enumerate(categories)}
-    return [position[category_of(label, position, i)] for i, label in enumerate(labels)]
+    ids = []
+    for i, label in enumerate(labels):
+        # Fast path for the common dict label; strings and every error go through category_of.
+        category = label.get("category") if isinstance(label, dict) else None
+        ids.append(position[category] if category in position else position[category_of(label, position, i)])
+    return ids

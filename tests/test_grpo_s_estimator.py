@@ -6,12 +6,12 @@ import random
 
 import pytest
 import torch
+from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from rollout_batches import by_rollout_position, label, make_args, make_maker, make_rollout, micro_batches
 
 from openrlhf_drirl.advantage.experience_maker import DRIRLExperienceMaker
 from openrlhf_drirl.advantage.registry import OPENRLHF_ESTIMATORS
 from openrlhf_drirl.categories import LabelError
-from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
 
 def sigmoid(x):
@@ -94,7 +94,9 @@ def test_alpha_m_outlier_filter_hand_computed():
 def test_mixed_categories_use_their_own_means():
     n = 2
     rewards = [1.0, 0.0, 0.0, 1.0, 2.0, 1.0, 3.0, 0.0]
-    labels = [label("insult")] * 2 + [label("physical_harm")] * 2 + [label("insult")] * 2 + [label("physical_harm")] * 2
+    labels = (
+        [label("insult")] * 2 + [label("physical_harm")] * 2 + [label("insult")] * 2 + [label("physical_harm")] * 2
+    )
     similarity = [0.8, 0.2, 0.5, 0.5, 0.6, 0.4, 0.9, 0.3]
     gaps = [-1.0, -2.0, 0.5, 0.7, -1.5, -1.0, 0.6, 0.4]
     _, experiences = run("grpo_s", rewards, labels, {"drirl_similarity": similarity, "drirl_reward_gap": gaps}, n)
@@ -122,7 +124,9 @@ def test_kl_term_is_not_scaled():
     maker = make_maker(make_args("grpo_s", n), kl_coef=0.1)
     batches = micro_batches(maker, make_rollout(rewards, [label("insult")] * 4, info), kl_scale=1.0)
     kl = {p: batch.kl[row].clone() for batch in batches for row, p in enumerate(batch.index)}
-    last_action = {p: int(batch.action_mask[row].nonzero().max()) for batch in batches for row, p in enumerate(batch.index)}
+    last_action = {
+        p: int(batch.action_mask[row].nonzero().max()) for batch in batches for row, p in enumerate(batch.index)
+    }
     experiences = maker.compute_advantages_and_returns(batches)
     alpha = [float(a) for a in by_rollout_position(experiences, "drirl/alpha")]
     assert max(alpha) - min(alpha) > 0.05  # the case really scales
@@ -183,8 +187,22 @@ def test_missing_drirl_keys_say_which_reward_function_keys_are_needed():
     with pytest.raises(KeyError, match="drirl_reward_gap"):
         run("grpo_s", [0.0, 1.0, 2.0, 3.0], [label("insult")] * 4, {"drirl_similarity": [0.5] * 4}, 2)
     # Each term alone needs only its own key.
-    run("grpo_s", [0.0, 1.0, 2.0, 3.0], [label("insult")] * 4, {"drirl_similarity": [0.5] * 4}, 2, hardness_terms="data")
-    run("grpo_s", [0.0, 1.0, 2.0, 3.0], [label("insult")] * 4, {"drirl_reward_gap": [0.5] * 4}, 2, hardness_terms="model")
+    run(
+        "grpo_s",
+        [0.0, 1.0, 2.0, 3.0],
+        [label("insult")] * 4,
+        {"drirl_similarity": [0.5] * 4},
+        2,
+        hardness_terms="data",
+    )
+    run(
+        "grpo_s",
+        [0.0, 1.0, 2.0, 3.0],
+        [label("insult")] * 4,
+        {"drirl_reward_gap": [0.5] * 4},
+        2,
+        hardness_terms="model",
+    )
 
 
 def test_one_sample_per_prompt_is_refused():
@@ -211,7 +229,14 @@ def test_non_finite_inputs_are_refused(rewards, similarity, gaps, message):
 @pytest.mark.parametrize("flag,value", [("hardness_terms", "neither"), ("reference", "epoch"), ("ema_decay", 1.0)])
 def test_bad_options_name_the_flag(flag, value):
     with pytest.raises(ValueError, match=f"--drirl.{flag}"):
-        run("grpo_s", [0.0, 1.0], [label("insult")] * 2, {"drirl_similarity": [0.5] * 2, "drirl_reward_gap": [0] * 2}, 2, **{flag: value})
+        run(
+            "grpo_s",
+            [0.0, 1.0],
+            [label("insult")] * 2,
+            {"drirl_similarity": [0.5] * 2, "drirl_reward_gap": [0] * 2},
+            2,
+            **{flag: value},
+        )
 
 
 def test_group_reference_and_clip():
@@ -232,7 +257,8 @@ def test_ema_reference_updates_state_across_batches():
     maker = make_maker(make_args("grpo_s", n, reference="ema", ema_decay=0.5))
     for step, (similarity, gaps) in enumerate([([0.8] * 4, [1.0] * 4), ([0.4] * 4, [3.0] * 4)]):
         batches = micro_batches(
-            maker, make_rollout(rewards, [label("insult")] * 4, {"drirl_similarity": similarity, "drirl_reward_gap": gaps})
+            maker,
+            make_rollout(rewards, [label("insult")] * 4, {"drirl_similarity": similarity, "drirl_reward_gap": gaps}),
         )
         experiences = maker.compute_advantages_and_returns(batches)
     # δ̄: 0.2, then 0.5·0.2 + 0.5·0.6 = 0.4; m: 1, then 2.

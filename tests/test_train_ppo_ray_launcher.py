@@ -4,11 +4,11 @@ get the plugin through worker_process_setup_hook."""
 import os
 import sys
 
+import openrlhf.utils
 import pytest
 import ray
 import torch
 
-import openrlhf.utils
 from openrlhf_drirl.cli import train_ppo_ray as launcher
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -67,7 +67,11 @@ def test_full_grpo_s_command_line(launch):
     assert args.drirl.hardness_terms == "both" and args.drirl.outlier_k == 1.5
     runtime_env = captured["ray_init"]["runtime_env"]
     assert runtime_env["worker_process_setup_hook"] == "openrlhf_drirl.register"
-    assert set(runtime_env["env_vars"]) >= {"TOKENIZERS_PARALLELISM", "NCCL_DEBUG", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"}
+    assert set(runtime_env["env_vars"]) >= {
+        "TOKENIZERS_PARALLELISM",
+        "NCCL_DEBUG",
+        "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS",
+    }
     assert argparse_is_restored()
 
 
@@ -152,7 +156,9 @@ class TrainerProcessProbe:
 
 
 def test_ray_worker_sees_the_registered_estimator(ray_cluster):
-    hook_installed, imported_before, maker_name, alpha = ray.get(TrainerProcessProbe.remote().check.remote(), timeout=120)
+    hook_installed, imported_before, maker_name, alpha = ray.get(
+        TrainerProcessProbe.remote().check.remote(), timeout=120
+    )
     assert hook_installed and not imported_before  # lazy: nothing heavy imported by the hook itself
     assert maker_name == "DRIRLExperienceMaker"
     d = torch.tensor([0.1, 0.9, 0.5, 0.5])

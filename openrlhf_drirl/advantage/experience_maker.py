@@ -7,6 +7,7 @@ cumulative returns with gamma = 1, no whitening (as for group_norm).
 """
 
 import itertools
+from collections.abc import Mapping
 from typing import List
 
 import torch
@@ -19,6 +20,26 @@ from openrlhf.utils.logging_utils import init_logger
 from openrlhf_drirl.advantage.registry import OPENRLHF_ESTIMATORS, get_advantage_estimator
 
 logger = init_logger(__name__)
+
+
+class LazyRolloutInfo(Mapping):
+    """``experience.info`` keys in rollout order, each gathered on first read (an estimator reads only a few)."""
+
+    def __init__(self, keys, gather):
+        self._keys, self._gather, self._values = keys, gather, {}
+
+    def __getitem__(self, key):
+        if key not in self._values:
+            if key not in self._keys:
+                raise KeyError(key)
+            self._values[key] = self._gather(key)
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
 
 
 class DRIRLExperienceMaker(RemoteExperienceMaker):
@@ -68,13 +89,17 @@ class DRIRLExperienceMaker(RemoteExperienceMaker):
         labels = [None] * num_samples
         for position, label in zip(indices.tolist(), itertools.chain.from_iterable(e.labels for e in experiences)):
             labels[position] = label
-        # Per-sample info tensors present in every micro-batch (the reward function's extra_logs among them).
-        info_keys = set.intersection(*(set(e.info) for e in experiences))
-        info = {
-            key: to_rollout_order(torch.cat([e.info[key].reshape(-1).float() for e in experiences]))
-            for key in sorted(info_keys)
+        # Per-sample info tensors present in every micro-batch (the reward function's extra_logs among them),
+        # gathered into rollout order when the estimator reads them.
+        info_keys = [
+            key
+            for key in set.intersection(*(set(e.info) for e in experiences))
             if all(isinstance(e.info[key], torch.Tensor) and e.info[key].numel() == len(e.index) for e in experiences)
-        }
+        ]
+        info = LazyRolloutInfo(
+            sorted(info_keys),
+            lambda key: to_rollout_order(torch.cat([e.info[key].reshape(-1).float() for e in experiences])),
+        )
 
         group_reward_stds = rewards.std(-1, keepdim=True).repeat(1, n).reshape(-1)[indices].split(exp_len)
         for experience, group_reward_std in zip(experiences, group_reward_stds):
@@ -87,7 +112,9 @@ class DRIRLExperienceMaker(RemoteExperienceMaker):
         # Batch statistics (scalars) repeat on every sample, so OpenRLHF's per-sample mean logs them as they are.
         names = list(metrics)
         if names:
-            rows = [torch.as_tensor(metrics[name], dtype=torch.float32).reshape(-1).expand(num_samples) for name in names]
+            rows = [
+                torch.as_tensor(metrics[name], dtype=torch.float32).reshape(-1).expand(num_samples) for name in names
+            ]
             per_experience = torch.stack(rows)[:, indices].split(exp_len, dim=1)
             for experience, values in zip(experiences, per_experience):
                 experience.info.update(zip(names, values.unbind(0)))

@@ -232,7 +232,9 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
         reference = None
         if config.reference == "ema":
             batch_means = segment_mean(1.0 - similarity, segment, num_segments)
-            reference = _ema_update(state, "ema_mean_dissimilarity", batch_means, present, config.ema_decay, categories)
+            reference = _ema_update(
+                state, "ema_mean_dissimilarity", batch_means, present, config.ema_decay, categories
+            )
         alpha_data, _ = data_hardness_scale(similarity, segment, num_segments, reference)
     if config.hardness_terms in ("both", "model"):
         gap = _per_sample_info(info, REWARD_GAP_KEY, num_samples, "use --drirl.hardness_terms data")
@@ -248,18 +250,16 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
     if config.alpha_clip is not None:
         alpha = alpha.clamp(*config.alpha_clip)
 
+    # design.md's log: mean/min/max of α^D and α, α^M and mean reward per category (and mean α^D per category,
+    # which shows which categories are hard). Each metric costs a tensor per micro-batch, so no more than these.
     metrics.update({"drirl/alpha": alpha, "drirl/alpha_D": alpha_data, "drirl/alpha_M": alpha_model})
     for name, values in (("alpha", alpha), ("alpha_D", alpha_data)):
         metrics[f"drirl/{name}_min"], metrics[f"drirl/{name}_max"] = values.min(), values.max()
     flat_rewards = rewards.reshape(-1)
     for i, c in enumerate(categories):
         in_category = category == i
-        if not bool(in_category.any()):
-            continue
-        metrics[f"drirl/reward_mean/{c}"] = flat_rewards[in_category].mean()
-        metrics[f"drirl/alpha_mean/{c}"] = alpha[in_category].mean()
-        metrics[f"drirl/alpha_M/{c}"] = alpha_model[in_category].mean()
-        metrics[f"drirl/alpha_D_mean/{c}"] = alpha_data[in_category].mean()
-        metrics[f"drirl/alpha_D_min/{c}"] = alpha_data[in_category].min()
-        metrics[f"drirl/alpha_D_max/{c}"] = alpha_data[in_category].max()
+        if bool(in_category.any()):
+            metrics[f"drirl/reward_mean/{c}"] = flat_rewards[in_category].mean()
+            metrics[f"drirl/alpha_M/{c}"] = alpha_model[in_category].mean()
+            metrics[f"drirl/alpha_D_mean/{c}"] = alpha_data[in_category].mean()
     return (alpha * z).reshape(num_groups, n), metrics
