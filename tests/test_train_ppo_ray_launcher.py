@@ -238,3 +238,18 @@ def test_grpo_s_recipe_parses_through_the_launcher(launch, tmp_path):
     args = launch(argv[2:])["args"]
     assert args.algo.advantage.estimator == "grpo_s" and args.algo.kl.use_loss
     assert args.rollout.n_samples_per_prompt == 8 and args.data.label_key == "label"
+
+
+def test_register_is_idempotent():
+    import openrlhf.trainer.ppo_trainer as ppo_trainer
+    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+
+    from openrlhf_drirl import register
+    from openrlhf_drirl.advantage.experience_maker import DRIRLExperienceMaker
+
+    register()
+    save = ppo_trainer.BasePPOTrainer.save_logs_and_checkpoints
+    register()
+    assert ppo_trainer.RemoteExperienceMaker is DRIRLExperienceMaker
+    assert ppo_trainer.BasePPOTrainer.save_logs_and_checkpoints is save  # not wrapped twice
+    assert DRIRLExperienceMaker.__bases__ == (RemoteExperienceMaker,)  # OpenRLHF's class, not a patched one
