@@ -81,7 +81,7 @@ def rollout(args, tokenizer, model):
     from vllm import SamplingParams
 
     strategy = SimpleNamespace(args=args, print=print, is_rank_0=lambda: True)
-    data = blending_datasets(args.data.prompt_dataset, None, strategy, args.train.seed, args.data.max_samples)
+    data = blending_datasets(args.data.prompt_dataset, None, strategy, args.train.seed)
     # Shuffled as OpenRLHF's prompt dataloader does, so the batch mixes categories.
     data = data.shuffle(seed=args.train.seed)
     dataset = PromptDataset(data.select(range(min(args.data.max_samples, len(data)))), tokenizer, strategy)
@@ -197,6 +197,8 @@ def write_report(samples, output_dir):
             label="α = α^D·α^M" if i == 0 else None,
         )
     axis.axhline(1.0, color="gray", linewidth=0.8)
+    shown = [x for v in samples.values() for k in ("drirl/alpha_D", "drirl/alpha_M", "drirl/alpha") for x in v[k]]
+    axis.set_ylim(min(shown + [1.0]) - 0.05, max(shown + [1.0]) + 0.05)  # the spread around 1 is what matters
     axis.set_xticks(range(len(samples)), [c.replace("_", "\n") for c in samples], fontsize=7)
     axis.set_ylabel("scale of the group-normalised reward")
     axis.set_title("GRPO-S scales per sample and category (one rollout batch)")
