@@ -92,11 +92,12 @@ def category_of(label: Any, categories: Iterable[str], index: Optional[int] = No
     return category
 
 
-def category_ids(labels: Sequence[Any], categories: Sequence[str]) -> list:
-    """Index into ``categories`` of each label's category (errors name the sample)."""
+def category_ids(labels: Sequence[Any], categories: Sequence[str], stride: int = 1) -> list:
+    """Index into ``categories`` of the category of ``labels[0], labels[stride], ...`` (errors name the sample)."""
     position = {c: i for i, c in enumerate(categories)}
     ids = []
-    for i, label in enumerate(labels):
+    for i in range(0, len(labels), stride):
+        label = labels[i]
         # Fast path for the common dict label; strings and every error go through category_of.
         category = label.get("category") if isinstance(label, dict) else None
         ids.append(position[category] if category in position else position[category_of(label, position, i)])

@@ -211,7 +211,8 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
     num_groups, n = rewards.shape
     num_samples = num_groups * n
     categories = list(config.categories)
-    category = torch.tensor(category_ids(labels, categories), dtype=torch.long)
+    # A group's n samples answer one prompt and carry its label: one parse per group (the hot part at 8k samples).
+    category = torch.tensor(category_ids(labels, categories, stride=n), dtype=torch.long).repeat_interleave(n)
     present = [c for i, c in enumerate(categories) if bool((category == i).any())]
     if config.reference == "group":
         segment, num_segments = torch.arange(num_groups).repeat_interleave(n), num_groups
