@@ -257,10 +257,9 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
     for name, values in (("alpha", alpha), ("alpha_D", alpha_data)):
         metrics[f"drirl/{name}_min"], metrics[f"drirl/{name}_max"] = values.min(), values.max()
     flat_rewards = rewards.reshape(-1)
-    for i, c in enumerate(categories):
-        in_category = category == i
-        if bool(in_category.any()):
-            metrics[f"drirl/reward_mean/{c}"] = flat_rewards[in_category].mean()
-            metrics[f"drirl/alpha_M/{c}"] = alpha_model[in_category].mean()
-            metrics[f"drirl/alpha_D_mean/{c}"] = alpha_data[in_category].mean()
+    for c in present:
+        in_category = category == categories.index(c)
+        metrics[f"drirl/reward_mean/{c}"] = flat_rewards[in_category].mean()
+        metrics[f"drirl/alpha_M/{c}"] = alpha_model[in_category].mean()
+        metrics[f"drirl/alpha_D_mean/{c}"] = alpha_data[in_category].mean()
     return (alpha * z).reshape(num_groups, n), metrics

@@ -8,7 +8,7 @@ Checks a reward setup before a cluster launch, and is the last stage of the CPU 
    handling are OpenRLHF's own;
 3. turns responses into ``Experience`` objects (``SamplesGenerator._process_response_into_experience``), splits them
    into micro-batches and runs ``compute_advantages_and_returns`` with the chosen estimator;
-4. prints per-category rewards and GRPO-S scales, and writes them as JSON and a bar chart.
+4. prints per-category rewards and GRPO-S scales, and writes the per-sample values as JSON and a plot.
 """
 
 import argparse
