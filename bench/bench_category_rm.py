@@ -72,9 +72,7 @@ def score(name: str, model, batch, micro_batch_size: int) -> torch.Tensor:
 
 def measure_memory(name: str, root: str, args) -> dict:
     """Run in a fresh process: peak RSS above the pre-load RSS (load + score) and above the post-load RSS (score)."""
-    from openrlhf_drirl.utils import cpu_stubs
 
-    cpu_stubs.install()
     import openrlhf.models  # noqa: F401  (import cost is not the model's)
 
     batch = make_batch(args.vocab_size, args.samples, 7)
@@ -113,9 +111,7 @@ def main():
         print(json.dumps(measure_memory(args._memory_of, args._root, args)))
         return
 
-    from openrlhf_drirl.utils import cpu_stubs
 
-    cpu_stubs.install()
     if args.threads:
         torch.set_num_threads(args.threads)
     from transformers import Qwen2Config, Qwen2ForCausalLM

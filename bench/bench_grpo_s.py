@@ -15,17 +15,13 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from openrlhf_drirl.utils import cpu_stubs  # noqa: E402
-
-cpu_stubs.install()
-
 import torch  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker  # noqa: E402
 from rollout_batches import label, make_args, make_maker, make_rollout, micro_batches  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from openrlhf_drirl.advantage.experience_maker import DRIRLExperienceMaker  # noqa: E402
-from openrlhf_drirl.categories import DEFAULT_CATEGORIES  # noqa: E402
+from openrlhf_drirl.contract import DEFAULT_CATEGORIES  # noqa: E402
 
 
 def main():

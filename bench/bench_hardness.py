@@ -17,6 +17,7 @@ offline, and speed does not depend on the weights); ``--model ViT-L-14`` is the 
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -25,7 +26,8 @@ from openrlhf.utils.config import hierarchize
 
 from openrlhf_drirl.hardness import add_hardness_arguments, build_similarity, split_sub_sentences
 from openrlhf_drirl.hardness.similarity import SubSentenceSimilarity
-from openrlhf_drirl.utils import cpu_stubs
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))  # tiny_models
 
 TOPICS = [
     "a coworker",
@@ -79,11 +81,10 @@ def timed(fn):
 
 
 def reward_forward_seconds(prompts, responses, batch_size):
-    cpu_stubs.install()
     from openrlhf.models import get_llm_for_sequence_regression
     from transformers import AutoTokenizer
 
-    from openrlhf_drirl.utils.tiny_models import build_tiny_causal_lm
+    from tiny_models import build_tiny_causal_lm
 
     with tempfile.TemporaryDirectory() as model_dir:
         build_tiny_causal_lm(model_dir, texts=prompts + responses)

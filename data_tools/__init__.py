@@ -3,7 +3,7 @@
 harmful prompts (bundled Do-Not-Answer or user files) -> categories -> dedup + eval-overlap filter -> balanced
 -> CoD refusal demonstrations -> prompts.{train,heldout}.jsonl (GRPO-S)
 and irl_pairs.{train,heldout}.jsonl (category reward models).
-Entry points: ``python -m data_tools.build_dataset`` and ``python -m data_tools.make_smoke_generator``.
+Entry point: ``python -m data_tools.build_dataset``.
 """
 
 import os

@@ -56,7 +56,7 @@ from data_tools.similarity import (
     load_minilm_encoder,
     normalize_text,
 )
-from openrlhf_drirl.categories import parse_categories
+from openrlhf_drirl.contract import parse_categories
 
 DEFAULT_NEAR_DUP_THRESHOLD = {"minilm": 0.9, "ngram": 0.6}
 # Flags that change how fast a run goes, not what it writes: left out of the config hash, so a resume may change them.

@@ -19,7 +19,7 @@ export OMP_NUM_THREADS=1
 cd "$ROOT"
 
 # Stage 1: balanced CoD safety dataset.
-"$PYTHON" -m data_tools.make_smoke_generator \
+"$PYTHON" tests/make_smoke_models.py \
    --out "$OUT/models"
 "$PYTHON" -m data_tools.build_dataset \
    --output_dir "$OUT/data" \

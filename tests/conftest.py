@@ -4,17 +4,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from openrlhf_drirl.utils import cpu_stubs  # noqa: E402
-
-cpu_stubs.install()
-
 import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory):
     """A random tiny Qwen2 causal LM with an in-process BPE tokenizer and chat template, saved once per session."""
-    from openrlhf_drirl.utils.tiny_models import build_tiny_causal_lm
+    from tiny_models import build_tiny_causal_lm
 
     return build_tiny_causal_lm(str(tmp_path_factory.mktemp("tiny_lm")))
 
@@ -29,7 +25,7 @@ def irl_pair_rows(per_category=12, seed=0):
     a supportive answer, odd ones the reverse, so one shared head cannot fit them but K heads can."""
     import random
 
-    from openrlhf_drirl.categories import DEFAULT_CATEGORIES
+    from openrlhf_drirl.contract import DEFAULT_CATEGORIES
 
     rng = random.Random(seed)
     subjects = ["my coworker", "a neighbour", "the bank", "a stranger", "my friend", "a website", "my boss", "a shop"]
@@ -57,7 +53,7 @@ def write_irl_pairs(path, per_category=12, seed=0):
 @pytest.fixture(scope="session")
 def category_rm_lm_dir(tmp_path_factory):
     """Tiny Qwen2 backbone (hidden 64) whose BPE is trained on the synthetic pairs, so sequences stay short."""
-    from openrlhf_drirl.utils.tiny_models import build_tiny_causal_lm
+    from tiny_models import build_tiny_causal_lm
 
     texts = [r[k] for r in irl_pair_rows() for k in ("prompt", "chosen", "rejected")]
     return build_tiny_causal_lm(str(tmp_path_factory.mktemp("category_rm_lm")), texts=texts * 4, hidden_size=64)
@@ -163,7 +159,7 @@ def write_category_prompts(path, per_category=6, seed=0, categories=None):
     import json
     import random
 
-    from openrlhf_drirl.categories import DEFAULT_CATEGORIES
+    from openrlhf_drirl.contract import DEFAULT_CATEGORIES
 
     words = (
         "apple river stone cloud ladder violin copper garden window rocket pencil marble forest candle engine "

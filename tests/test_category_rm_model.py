@@ -8,7 +8,7 @@ import torch
 from openrlhf.models import get_llm_for_sequence_regression
 from transformers import AutoTokenizer
 
-from openrlhf_drirl.categories import DEFAULT_CATEGORIES
+from openrlhf_drirl.contract import DEFAULT_CATEGORIES
 from openrlhf_drirl.reward.data import left_pad, reward_text
 from openrlhf_drirl.reward.model import (
     PerCategoryRewardModels,

@@ -12,7 +12,7 @@ import torch
 from conftest import category_rm_train_argv, write_irl_pairs
 from safetensors.torch import load_file
 
-from openrlhf_drirl.categories import DEFAULT_CATEGORIES
+from openrlhf_drirl.contract import DEFAULT_CATEGORIES
 from openrlhf_drirl.cli.train_category_rm import main
 from openrlhf_drirl.reward.data import balanced_batches
 

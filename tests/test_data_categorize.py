@@ -15,7 +15,7 @@ from data_tools.categorize import (
     load_json_object,
 )
 from data_tools.similarity import load_minilm_encoder
-from openrlhf_drirl.categories import DEFAULT_CATEGORIES
+from openrlhf_drirl.contract import DEFAULT_CATEGORIES
 
 
 def read_jsonl(path):

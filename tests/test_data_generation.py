@@ -9,7 +9,7 @@ from conftest import write_category_prompts
 
 from data_tools.build_dataset import AppendLog, main, request_seed
 from data_tools.cod_format import check_demonstration, load_refusal_phrases, load_seed_demonstrations
-from openrlhf_drirl.categories import DEFAULT_CATEGORIES
+from openrlhf_drirl.contract import DEFAULT_CATEGORIES
 
 PHRASES = load_refusal_phrases()
 NEVER_VALID = "zebra"  # canned server: CoD requests whose prompt holds this word always get an invalid answer

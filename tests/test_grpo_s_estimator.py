@@ -11,7 +11,7 @@ from rollout_batches import by_rollout_position, label, make_args, make_maker, m
 
 from openrlhf_drirl.advantage.experience_maker import DRIRLExperienceMaker
 from openrlhf_drirl.advantage.registry import OPENRLHF_ESTIMATORS
-from openrlhf_drirl.categories import LabelError
+from openrlhf_drirl.contract import LabelError
 
 
 def sigmoid(x):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from openrlhf.utils.config import hierarchize
 
-from openrlhf_drirl.categories import LabelError
+from openrlhf_drirl.contract import LabelError
 from openrlhf_drirl.hardness import (
     DEMONSTRATION_EMBEDDINGS_KEY,
     DEMONSTRATION_ENCODER_KEY,

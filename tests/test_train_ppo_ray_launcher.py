@@ -139,11 +139,9 @@ class TrainerProcessProbe:
     """Stands where OpenRLHF's PPOTrainer actor runs: imports ppo_trainer and builds its RemoteExperienceMaker."""
 
     def check(self):
-        from openrlhf_drirl.utils import cpu_stubs
 
         hook_installed = any(type(f).__name__ == "_PatchAfterImport" for f in sys.meta_path)
         imported_before = "openrlhf.trainer.ppo_trainer" in sys.modules
-        cpu_stubs.install()  # this CPU test cluster has no vllm / flash-attn CUDA
         import openrlhf.trainer.ppo_trainer as ppo_trainer
         from rollout_batches import by_rollout_position, label, make_args, make_maker, make_rollout, micro_batches
 

@@ -25,14 +25,12 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from openrlhf_drirl.advantage.registry import register_advantage_estimator
-from openrlhf_drirl.categories import category_ids, parse_categories
+from openrlhf_drirl.contract import REWARD_GAP_KEY, SIMILARITY_KEY, category_ids, parse_categories
 
-SIMILARITY_KEY = "drirl_similarity"
-REWARD_GAP_KEY = "drirl_reward_gap"
 _REWARD_FUNC_HINT = (
     "the reward function must return it per sample in extra_logs (openrlhf_drirl.cli.serve_category_rm and "
-    "openrlhf_drirl/reward/reward_func.py do; a custom reward function must return both 'drirl_similarity' and "
-    "'drirl_reward_gap')"
+    f"openrlhf_drirl/reward/reward_func.py do; a custom reward function must return both {SIMILARITY_KEY!r} and "
+    f"{REWARD_GAP_KEY!r})"
 )
 
 

@@ -21,8 +21,7 @@ import torch
 from tqdm import tqdm
 
 from openrlhf_drirl.advantage.grpo_s import add_grpo_s_arguments
-from openrlhf_drirl.categories import category_of, parse_categories
-from openrlhf_drirl.utils import cpu_stubs
+from openrlhf_drirl.contract import category_of, parse_categories
 
 
 class HFGenerateEngine:
@@ -112,7 +111,6 @@ def rollout(args, tokenizer, model):
 
 def main(argv=None):
     args = parse_arguments(argv)
-    cpu_stubs.install()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import openrlhf_drirl.advantage  # noqa: F401  (registers grpo_s)

@@ -180,9 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: List[str] = None):
     args = hierarchize(build_parser().parse_args(argv))
-    from openrlhf_drirl.utils import cpu_stubs
 
-    cpu_stubs.install()
     from openrlhf_drirl.hardness import build_similarity
     from openrlhf_drirl.reward.scorer import CategoryRewardScorer
 

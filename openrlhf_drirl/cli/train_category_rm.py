@@ -82,10 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = hierarchize(build_parser().parse_args(argv))
-    from openrlhf_drirl.utils import cpu_stubs
-
-    cpu_stubs.install()
-    from openrlhf_drirl.categories import LabelError
+    from openrlhf_drirl.contract import LabelError
     from openrlhf_drirl.reward.irl_trainer import train
 
     try:

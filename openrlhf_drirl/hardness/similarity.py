@@ -19,14 +19,16 @@ from typing import Any, List, Optional, Sequence, Union
 
 import torch
 
-from openrlhf_drirl.categories import LabelError
+from openrlhf_drirl.contract import (
+    DEMONSTRATION_EMBEDDINGS_KEY,
+    DEMONSTRATION_ENCODER_KEY,
+    DEMONSTRATION_KEY,
+    LabelError,
+)
 from openrlhf_drirl.hardness.splitter import split_sub_sentences
 
-DEMONSTRATION_EMBEDDINGS_KEY = "demonstration_embeddings"
-DEMONSTRATION_ENCODER_KEY = "demonstration_encoder"
-
 _DEMONSTRATION_FIX = (
-    "every prompt label needs the CoD demonstration text under 'demonstration' (data_tools writes it), or its "
+    f"every prompt label needs the CoD demonstration text under {DEMONSTRATION_KEY!r} (data_tools writes it), or its "
     f"precomputed '{DEMONSTRATION_EMBEDDINGS_KEY}' with '{DEMONSTRATION_ENCODER_KEY}'"
 )
 
@@ -78,7 +80,7 @@ class SubSentenceSimilarity:
         for text, text_vectors in computed.items():
             if text_vectors.shape[0] == 0:
                 raise LabelError(
-                    f"label.demonstration of sample {demonstrations.index(text)} has no words ({text[:80]!r}): "
+                    f"label.{DEMONSTRATION_KEY} of sample {demonstrations.index(text)} has no words ({text[:80]!r}): "
                     + _DEMONSTRATION_FIX
                 )
             self._cache_put(text, text_vectors)
@@ -97,7 +99,7 @@ class SubSentenceSimilarity:
         for i, text_vectors in enumerate(vectors):
             if text_vectors.shape[0] == 0:
                 raise LabelError(
-                    f"label.demonstration of sample {i} has no words ({texts[i][:80]!r}): {_DEMONSTRATION_FIX}"
+                    f"label.{DEMONSTRATION_KEY} of sample {i} has no words ({texts[i][:80]!r}): {_DEMONSTRATION_FIX}"
                 )
         return [text_vectors.tolist() for text_vectors in vectors]
 
@@ -183,4 +185,4 @@ def _mean_best_cosine(responses: List[torch.Tensor], demonstrations: List[torch.
 def _check_demonstration_text(text: Any, index: int) -> None:
     if not isinstance(text, str) or not text.strip():
         what = "missing" if text is None else ("empty" if isinstance(text, str) else f"a {type(text).__name__}")
-        raise LabelError(f"label.demonstration of sample {index} is {what}: {_DEMONSTRATION_FIX}")
+        raise LabelError(f"label.{DEMONSTRATION_KEY} of sample {index} is {what}: {_DEMONSTRATION_FIX}")

@@ -19,10 +19,10 @@ splits a sub-sentence longer than its context into token windows (see ``encoders
 import re
 from typing import List
 
-COD_SEPARATOR = "####"
+from openrlhf_drirl.contract import COD_SEPARATOR
 
 _ANSWER_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|[。！？；;]+[\"'”’)\]」』]*\s*|\n+")
-_DRAFT_BOUNDARY = re.compile(r"[\n;,；，、]+|####")
+_DRAFT_BOUNDARY = re.compile(r"[\n;,；，、]+|" + re.escape(COD_SEPARATOR))
 _ABBREVIATIONS = {"e.g", "i.e", "mr", "mrs", "ms", "dr", "prof", "vs", "st", "jr", "sr", "fig", "approx", "cf"}
 _HAS_WORD_CHAR = re.compile(r"\w")
 

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from openrlhf_drirl.categories import parse_categories
+from openrlhf_drirl.contract import parse_categories
 from openrlhf_drirl.reward.data import (
     balanced_batches,
     chat_prompt_and_response,

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from transformers import AutoConfig, AutoModel
 
-from openrlhf_drirl.categories import parse_categories
+from openrlhf_drirl.contract import parse_categories
 
 ROUTER_FILE = "router.json"
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

@@ -23,9 +23,6 @@ _lock = threading.Lock()
 
 
 def build_scorer_from_env():
-    from openrlhf_drirl.utils import cpu_stubs
-
-    cpu_stubs.install()  # no-op with CUDA; lets the file run in a CPU-only engine or test
     from openrlhf.utils.config import hierarchize
 
     from openrlhf_drirl.hardness import add_hardness_arguments, build_similarity

@@ -17,7 +17,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import torch
 
-from openrlhf_drirl.categories import LabelError, category_of, parse_label
+from openrlhf_drirl.contract import LabelError, category_of, parse_label
 from openrlhf_drirl.reward.data import left_pad, reward_text
 
 DEMONSTRATION_REWARD_KEY = "demonstration_reward"

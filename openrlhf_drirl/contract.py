@@ -1,15 +1,40 @@
-"""Harm categories and the JSON label that carries them.
+"""What the stages exchange: the one place that spells the keys, the separator and the category list.
 
-Every prompt row carries, under OpenRLHF's ``--data.label_key``, a JSON object
-``{"category": "<name>", "demonstration": "<CoD refusal>", ...}`` (a string holding JSON is accepted too: that is
-what a user's CSV or a remote reward request sends). This label is the one channel that reaches the reward function,
-the reward server and the advantage estimator, so all three parse it here.
+    data_tools (stage 1)  writes prompt rows  {PROMPT_KEY: text, LABEL_KEY: make_label(...), DATASOURCE_KEY: category}
+                          and IRL pair rows   {"prompt", "category", "chosen": demonstration, "rejected": sample}
+    reward (stage 2)      reads the label, returns OpenRLHF's {"rewards", "scores", "extra_logs"} with
+                          extra_logs[SIMILARITY_KEY] (W) and extra_logs[REWARD_GAP_KEY] (R_c(q, o) - R_c(q, demo))
+    advantage (stage 3)   reads the label's category and those two extra_logs keys from ``experience.info``
+
+A label is a JSON object under OpenRLHF's ``--data.label_key``; a string holding one is accepted too (a user's CSV, or
+a remote reward request, sends that). It is the one channel that reaches the reward function, the reward server and
+the advantage estimator, so all of them parse it here.
 """
 
 import json
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
-# The Safety-Prompts "typical safety scenarios" minus "Sensitive Topics" (design.md, method notes section 2).
+# Prompt rows (OpenRLHF's --data.input_key / --data.label_key values in the recipes; "datasource" is OpenRLHF's own
+# key, which its --eval.dataset uses to log held-out reward per source: the builder sets it to the category).
+PROMPT_KEY = "prompt"
+LABEL_KEY = "label"
+DATASOURCE_KEY = "datasource"
+
+# Label fields.
+CATEGORY_KEY = "category"
+DEMONSTRATION_KEY = "demonstration"  # the CoD refusal text: drafts, COD_SEPARATOR, answer
+DEMONSTRATION_REWARD_KEY = "demonstration_reward"  # optional R_c(q, demonstration), skips scoring it when serving
+DEMONSTRATION_EMBEDDINGS_KEY = "demonstration_embeddings"  # optional (L, D) sub-sentence embeddings of it ...
+DEMONSTRATION_ENCODER_KEY = "demonstration_encoder"  # ... and the id of the encoder that made them
+
+# Per-sample extra_logs of the reward function, read by GRPO-S from experience.info.
+SIMILARITY_KEY = "drirl_similarity"  # W in [-1, 1]
+REWARD_GAP_KEY = "drirl_reward_gap"  # R_c(q, o) - R_c(q, demonstration)
+
+# Between the Chain-of-Draft drafts and the answer, in demonstrations (and in CoD-trained policy responses).
+COD_SEPARATOR = "####"
+
+# The Safety-Prompts "typical safety scenarios" minus "Sensitive Topics" (docs/method.md says why).
 DEFAULT_CATEGORIES: Tuple[str, ...] = (
     "insult",
     "unfairness_and_discrimination",
@@ -48,6 +73,12 @@ def parse_categories(spec: Optional[Any]) -> Tuple[str, ...]:
     return tuple(names)
 
 
+def make_label(category: str, demonstration: str, **extra: Any) -> Dict[str, Any]:
+    """The label of one prompt row: ``{"category", "demonstration", **extra}`` (extra: e.g. the record id, its source,
+    a precomputed ``demonstration_reward``)."""
+    return {CATEGORY_KEY: category, DEMONSTRATION_KEY: demonstration, **extra}
+
+
 def parse_label(label: Any, index: Optional[int] = None) -> Dict[str, Any]:
     """The label as a dict; ``label`` may be a dict or a string holding a JSON object."""
     where = f"label of sample {index}" if index is not None else "label"
@@ -78,7 +109,7 @@ def category_of(label: Any, categories: Iterable[str], index: Optional[int] = No
     """The category name of one sample's label, checked against ``categories``."""
     fields = parse_label(label, index)
     where = f"label of sample {index}" if index is not None else "label"
-    category = fields.get("category")
+    category = fields.get(CATEGORY_KEY)
     if category is None or category == "":
         raise LabelError(
             f"{where} has no 'category': add one of {sorted(categories)} (data_tools/ writes it; keys present: "
@@ -99,6 +130,6 @@ def category_ids(labels: Sequence[Any], categories: Sequence[str], stride: int =
     for i in range(0, len(labels), stride):
         label = labels[i]
         # Fast path for the common dict label; strings and every error go through category_of.
-        category = label.get("category") if isinstance(label, dict) else None
+        category = label.get(CATEGORY_KEY) if isinstance(label, dict) else None
         ids.append(position[category] if category in position else position[category_of(label, position, i)])
     return ids

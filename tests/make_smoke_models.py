@@ -1,7 +1,7 @@
 """Tiny generator for the CPU smoke run: a random tiny Qwen2 fine-tuned for a few seconds on the hand-written seed
 demonstrations, so the transformers backend emits valid CoD refusals with nothing downloaded.
 
-    python -m data_tools.make_smoke_generator --out runs/smoke_models
+    python tests/make_smoke_models.py --out runs/smoke_models
 
 writes OUT/generator (fine-tuned) and OUT/base_policy (the same model untuned: the random "base policy" whose samples
 form the rejected side of irl_pairs), and prints the build_dataset command that uses them.
@@ -31,7 +31,7 @@ def training_pairs(seeds: dict, template, prompts: list, rng: random.Random):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m data_tools.make_smoke_generator", description=__doc__.split("\n\n")[0]
+        prog="python tests/make_smoke_models.py", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--out", required=True, help="folder for generator/ and base_policy/")
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps")
@@ -44,7 +44,7 @@ def main(argv=None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from openrlhf_drirl.utils.tiny_models import build_tiny_causal_lm, train_tiny_tokenizer
+    from tiny_models import build_tiny_causal_lm, train_tiny_tokenizer
 
     started = time.time()
     # A model this small gains nothing from a second thread, and on a busy machine threads fight over the cores.
@@ -87,16 +87,16 @@ def main(argv=None):
         optimizer.step()
         optimizer.zero_grad()
         if step % 20 == 0 or step == args.steps - 1:
-            print(f"[make_smoke_generator] step {step} loss {loss.item():.3f}", flush=True)
+            print(f"[make_smoke_models] step {step} loss {loss.item():.3f}", flush=True)
 
     generator_dir = os.path.join(args.out, "generator")
     model.save_pretrained(generator_dir)
     tokenizer.save_pretrained(generator_dir)
-    print(f"[make_smoke_generator] done in {time.time() - started:.1f}s")
-    print(f"[make_smoke_generator] generator (fine-tuned): {generator_dir}")
-    print(f"[make_smoke_generator] base policy (untuned):  {base_dir}")
+    print(f"[make_smoke_models] done in {time.time() - started:.1f}s")
+    print(f"[make_smoke_models] generator (fine-tuned): {generator_dir}")
+    print(f"[make_smoke_models] base policy (untuned):  {base_dir}")
     print(
-        "[make_smoke_generator] next: OMP_NUM_THREADS=1 python -m data_tools.build_dataset "
+        "[make_smoke_models] next: OMP_NUM_THREADS=1 python -m data_tools.build_dataset "
         "--output_dir runs/smoke_data "
         f"--gen.model {generator_dir} --policy.model {base_dir} --data.n_per_category 4 --data.heldout_ratio 0.25 "
         "--data.near_dup_method ngram --gen.num_examples 0 --policy.max_new_tokens 32 --cot.n_per_category 2 "
