@@ -8,12 +8,17 @@ OpenRLHF builds its experience maker inside a Ray actor (the PPO trainer), from 
 those). Idempotent.
 """
 
+import importlib
 import importlib.abc
 import importlib.util
+import os
 import sys
 
 PPO_TRAINER_MODULE = "openrlhf.trainer.ppo_trainer"
 CHECKPOINT_STATE_KEY = "drirl_advantage_state"
+# Set by the Ray launcher in the workers' env_vars: the estimator modules to import, and the user's own setup hook.
+ESTIMATOR_MODULES_ENV = "DRIRL_ESTIMATOR_MODULES"
+CHAINED_SETUP_HOOK_ENV = "DRIRL_CHAINED_SETUP_HOOK"
 
 
 def _patch_ppo_trainer(module) -> None:
@@ -75,3 +80,18 @@ def register() -> None:
         _patch_ppo_trainer(sys.modules[PPO_TRAINER_MODULE])
     elif not any(isinstance(finder, _PatchAfterImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _PatchAfterImport())
+
+
+def setup_ray_worker(chained_hook=None) -> None:
+    """Ray ``worker_process_setup_hook`` set by ``openrlhf_drirl.cli.train_ppo_ray``: ``register()``, import the
+    estimator modules the launcher was given (and the entry points), then run the user's own setup hook, if any (a
+    callable bound by the launcher, or a ``module.function`` name in ``DRIRL_CHAINED_SETUP_HOOK``)."""
+    from openrlhf_drirl.advantage.registry import import_estimator_modules
+
+    register()
+    import_estimator_modules(os.environ.get(ESTIMATOR_MODULES_ENV, "").split(","))
+    if chained_hook is None and os.environ.get(CHAINED_SETUP_HOOK_ENV):
+        module, _, name = os.environ[CHAINED_SETUP_HOOK_ENV].rpartition(".")
+        chained_hook = getattr(importlib.import_module(module), name)
+    if chained_hook is not None:
+        chained_hook()

@@ -95,4 +95,18 @@ def by_rollout_position(experiences, name):
     return [rows[i] for i in range(len(rows))]
 
 
+def mark_worker_setup():
+    """A user's own Ray worker_process_setup_hook (the launcher chains it after the plugin's)."""
+    import os
+
+    os.environ["MY_WORKER_SETUP_RAN"] = "1"
+
+
+def mark_worker_setup():
+    """A user's own Ray worker_process_setup_hook (the launcher chains it after the plugin's)."""
+    import os
+
+    os.environ["MY_WORKER_SETUP_RAN"] = "1"
+
+
 __all__ = ["RemoteExperienceMaker", "DRIRLExperienceMaker"]

@@ -10,8 +10,11 @@ from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from rollout_batches import by_rollout_position, label, make_args, make_maker, make_rollout, micro_batches
 
 from openrlhf_drirl.advantage.experience_maker import DRIRLExperienceMaker
-from openrlhf_drirl.advantage.registry import OPENRLHF_ESTIMATORS
+from openrlhf_drirl.cli.train_ppo_ray import ESTIMATOR_FLAG, openrlhf_parser
 from openrlhf_drirl.contract import LabelError
+
+# OpenRLHF's own estimators, read from its parser (no copy of the list here).
+OPENRLHF_ESTIMATORS = openrlhf_parser()._option_string_actions[ESTIMATOR_FLAG].choices
 
 
 def sigmoid(x):

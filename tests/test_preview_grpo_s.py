@@ -47,7 +47,7 @@ def test_preview_batch_matches_grpo_s_formulas(category_rm_dir, category_rm_lm_d
     assert sorted(report) == ["insult", "mental_health", "physical_harm"]
     assert [len(report[c]["reward"]) for c in sorted(report)] == [6, 3, 6]
     assert os.path.getsize(tmp_path / "out" / "grpo_s_batch.png") > 0
-    # The reported per-sample scales follow design.md's formulas from the reported W and gaps.
+    # The reported per-sample scales follow the GRPO-S formulas (docs/method.md) from the reported W and gaps.
     for samples in report.values():
         d = [1 - w for w in samples["drirl_similarity"]]
         assert all(-1 <= w <= 1 for w in samples["drirl_similarity"])

@@ -18,7 +18,7 @@ from aiohttp import web
 from openrlhf.utils.agent import SingleTurnAgentExecutor
 from openrlhf.utils.config import hierarchize
 
-from openrlhf_drirl.cli.serve_category_rm import BATCHER, build_app
+from openrlhf_drirl.cli.serve_category_rm import BATCHER, ServerConfig, build_app
 from openrlhf_drirl.hardness import add_hardness_arguments, build_similarity
 from openrlhf_drirl.reward.scorer import CategoryRewardScorer
 
@@ -38,7 +38,8 @@ def scorer(category_rm_dir):
 @pytest.fixture(scope="module")
 def server(scorer):
     """The app on an ephemeral loopback port, in its own event loop thread."""
-    app = build_app(scorer, max_batch_size=64, max_wait_ms=5, max_request_bytes=20_000, max_samples_per_request=8)
+    config = ServerConfig(max_batch_size=64, max_wait_ms=5, max_request_bytes=20_000, max_samples_per_request=8)
+    app = build_app(scorer, config)
     runner = web.AppRunner(app)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(runner.setup())

@@ -1,8 +1,15 @@
-"""The launcher: OpenRLHF's own train_ppo_ray __main__ parses and checks a grpo_s command line, and Ray workers
-get the plugin through worker_process_setup_hook."""
+"""The launcher: OpenRLHF's own train_ppo_ray __main__ parses and checks a grpo_s command line, Ray workers get the
+plugin through worker_process_setup_hook, and a user's estimator module (tests/my_estimators.py, which the package
+never imports) is selected, parsed and computed in a Ray worker."""
 
+import json
 import os
+import re
+import subprocess
 import sys
+from unittest import mock
+
+from types import SimpleNamespace
 
 import openrlhf.utils
 import pytest
@@ -47,6 +54,8 @@ def launch(monkeypatch):
     monkeypatch.setattr(openrlhf.utils, "get_strategy", get_strategy)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", ray_init)
+    # This CPU venv has only the vLLM stand-in; the launch stops before any engine would start.
+    monkeypatch.setattr(launcher, "require_vllm", lambda: None)
 
     def run(argv):
         monkeypatch.setattr(sys, "argv", ["train_ppo_ray"] + argv)
@@ -66,7 +75,7 @@ def test_full_grpo_s_command_line(launch):
     assert (args.drirl.reference, args.drirl.ema_decay, args.drirl.alpha_clip) == ("ema", 0.8, [0.5, 2.0])
     assert args.drirl.hardness_terms == "both" and args.drirl.outlier_k == 1.5
     runtime_env = captured["ray_init"]["runtime_env"]
-    assert runtime_env["worker_process_setup_hook"] == "openrlhf_drirl.register"
+    assert runtime_env["worker_process_setup_hook"] == "openrlhf_drirl.plugin.setup_ray_worker"
     assert set(runtime_env["env_vars"]) >= {
         "TOKENIZERS_PARALLELISM",
         "NCCL_DEBUG",
@@ -121,14 +130,18 @@ def test_help_lists_grpo_s_and_drirl_flags(monkeypatch, capsys):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    # Through the launcher's ray.init, as OpenRLHF's train() would call it; PYTHONPATH lets workers import the
-    # test helpers.
-    with launcher.openrlhf_with_plugin():
+    # Through the launcher's ray.init, as OpenRLHF's train() would call it, with a user's estimator module and a
+    # user's own setup hook; PYTHONPATH lets workers import the test helpers (rollout_batches).
+    modules = launcher.import_estimator_modules(["my_estimators"])
+    with launcher.openrlhf_with_plugin(modules), mock.patch.object(launcher, "require_vllm", lambda: None):
         ray.init(
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": TESTS_DIR, "TOKENIZERS_PARALLELISM": "false"}},
+            runtime_env={
+                "env_vars": {"PYTHONPATH": TESTS_DIR, "TOKENIZERS_PARALLELISM": "false"},
+                "worker_process_setup_hook": "rollout_batches.mark_worker_setup",
+            },
         )
     yield
     ray.shutdown()
@@ -151,6 +164,23 @@ class TrainerProcessProbe:
         experiences = maker.compute_advantages_and_returns(batches)
         alpha = [float(a) for a in by_rollout_position(experiences, "drirl/alpha")]
         return hook_installed, imported_before, ppo_trainer.RemoteExperienceMaker.__name__, alpha
+
+    def user_estimator(self, rewards, n, scale):
+        """Before anything here imports it, the setup hook has imported my_estimators and run the user's hook."""
+        imported_by_hook = "my_estimators" in sys.modules
+        user_hook_ran = os.environ.get("MY_WORKER_SETUP_RAN") == "1"
+        import openrlhf.trainer.ppo_trainer as ppo_trainer
+        from rollout_batches import by_rollout_position, label, make_args, make_maker, make_rollout, micro_batches
+
+        args = make_args("mean_abs_dev", n=n)
+        args.my = SimpleNamespace(scale=scale)
+        maker = make_maker(args, cls=ppo_trainer.RemoteExperienceMaker)
+        maker.advantage_state = {}
+        batches = micro_batches(maker, make_rollout(rewards, [label("insult")] * len(rewards)))
+        experiences = maker.compute_advantages_and_returns(batches)
+        advantages = [float(row[0]) for row in by_rollout_position(experiences, "advantages")]
+        metric = [float(v) for v in by_rollout_position(experiences, "my/abs_advantage")]
+        return imported_by_hook, user_hook_ran, advantages, metric, maker.advantage_state
 
 
 def test_ray_worker_sees_the_registered_estimator(ray_cluster):
@@ -251,3 +281,126 @@ def test_register_is_idempotent():
     assert ppo_trainer.RemoteExperienceMaker is DRIRLExperienceMaker
     assert ppo_trainer.BasePPOTrainer.save_logs_and_checkpoints is save  # not wrapped twice
     assert DRIRLExperienceMaker.__bases__ == (RemoteExperienceMaker,)  # OpenRLHF's class, not a patched one
+
+
+def test_user_estimator_is_computed_in_a_ray_worker(ray_cluster):
+    rewards, n, scale = [1.0, 0.0, 3.0, 5.0, 2.0, 2.0, 0.0, 4.0], 4, 2.0
+    imported_by_hook, user_hook_ran, advantages, metric, state = ray.get(
+        TrainerProcessProbe.remote().user_estimator.remote(rewards, n, scale), timeout=120
+    )
+    assert imported_by_hook and user_hook_ran  # our hook imported the module, then chained the user's hook
+    expected = []
+    for g in range(0, len(rewards), n):
+        group = rewards[g : g + n]
+        mean = sum(group) / n
+        expected += [scale * n * (r - mean) / (sum(abs(x - mean) for x in group) + 1e-4) for r in group]
+    assert advantages == pytest.approx(expected, abs=1e-5)
+    assert metric == pytest.approx([abs(a) for a in expected], abs=1e-5)
+    assert state == {"calls": 1}
+
+
+def test_user_estimator_is_selected_through_the_parser(launch):
+    command = [a if a != "grpo_s" else "mean_abs_dev" for a in GRPO_S_COMMAND]
+    command = command[: command.index("--drirl.reference")] + command[command.index("--data.prompt_dataset") :]
+    args = launch(command + ["--drirl.estimator_modules", "my_estimators", "--my.scale", "0.5"])["args"]
+    assert args.algo.advantage.estimator == "mean_abs_dev" and args.my.scale == 0.5
+    assert args.critic.model_name_or_path is None
+
+
+def test_user_estimator_modules_reach_the_workers_env(launch):
+    command = [a if a != "grpo_s" else "mean_abs_dev" for a in GRPO_S_COMMAND]
+    command = command[: command.index("--drirl.reference")] + command[command.index("--data.prompt_dataset") :]
+    runtime_env = launch(command + ["--drirl.estimator_modules", "my_estimators"])["ray_init"]["runtime_env"]
+    env_vars = runtime_env["env_vars"]
+    assert env_vars["DRIRL_ESTIMATOR_MODULES"] == "my_estimators"
+    assert TESTS_DIR in env_vars["PYTHONPATH"].split(os.pathsep)  # where the driver found the module
+    assert env_vars["TOKENIZERS_PARALLELISM"]  # OpenRLHF's own env vars are kept
+
+
+def test_job_level_setup_hook_is_chained_not_refused(launch, monkeypatch):
+    job = {"runtime_env": {"worker_process_setup_hook": "my_package.setup", "pip": ["x"]}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    runtime_env = launch(GRPO_S_COMMAND)["ray_init"]["runtime_env"]
+    assert runtime_env["worker_process_setup_hook"] == "openrlhf_drirl.plugin.setup_ray_worker"
+    assert runtime_env["env_vars"]["DRIRL_CHAINED_SETUP_HOOK"] == "my_package.setup"
+    # Taken out of the job's runtime_env, so Ray's merge of job and driver runtime_envs sees no conflict.
+    assert json.loads(os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"]) == {"runtime_env": {"pip": ["x"]}}
+
+
+def test_estimator_named_like_an_openrlhf_one_is_refused(monkeypatch, capsys):
+    from openrlhf_drirl.advantage import ADVANTAGE_ESTIMATORS, register_advantage_estimator
+
+    register_advantage_estimator("group_norm")(lambda *a: None)
+    try:
+        monkeypatch.setattr(sys, "argv", ["train_ppo_ray"] + GRPO_S_COMMAND)
+        with pytest.raises(SystemExit) as exit_info:
+            launcher.main()
+    finally:
+        ADVANTAGE_ESTIMATORS.pop("group_norm")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "['group_norm']" in err and "OpenRLHF's own" in err
+
+
+def test_unimportable_estimator_module_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["train_ppo_ray", "--drirl.estimator_modules", "no_such_module_xyz", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.main()
+    assert exit_info.value.code == 2
+    assert "cannot import 'no_such_module_xyz'" in capsys.readouterr().err
+
+
+def test_training_without_vllm_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["train_ppo_ray"] + GRPO_S_COMMAND)
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.main()
+    assert exit_info.value.code == 2
+    assert "training needs vLLM" in capsys.readouterr().err
+
+
+def test_help_lists_a_user_estimator_in_a_fresh_process():
+    """The README's command, as a new user runs it beside their module (the package never imports it)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "openrlhf_drirl.cli.train_ppo_ray", "--drirl.estimator_modules", "my_estimators", "--help"],
+        cwd=TESTS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "mean_abs_dev" in result.stdout and "--my.scale" in result.stdout and "--drirl.reference" in result.stdout
+
+
+def test_readme_example_is_the_tested_module():
+    with open(os.path.join(TESTS_DIR, "..", "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(TESTS_DIR, "my_estimators.py")) as f:
+        module = f.read()
+    blocks = re.findall(r"```python\n# my_estimators.py\n(.*?)```", readme, re.S)
+    assert blocks and blocks[0] == module, "README's estimator example must be tests/my_estimators.py verbatim"
+
+
+def test_entry_point_group_of_an_installed_package_registers_its_estimator(tmp_path, monkeypatch, capsys):
+    """A package that declares [project.entry-points."openrlhf_drirl.advantage_estimators"] needs no flag."""
+    from openrlhf_drirl.advantage import ADVANTAGE_ESTIMATORS, ENTRY_POINT_GROUP
+
+    (tmp_path / "ep_estimators.py").write_text(
+        "from openrlhf_drirl.advantage import register_advantage_estimator\n\n"
+        "@register_advantage_estimator('entry_point_baseline')\n"
+        "def entry_point_baseline(rewards, labels, info, args, state):\n"
+        "    return rewards - rewards.mean(-1, keepdim=True), {}\n"
+    )
+    dist_info = tmp_path / "ep_estimators-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-estimators\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nbaseline = ep_estimators\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["train_ppo_ray", "--help"])
+    try:
+        with pytest.raises(SystemExit):
+            launcher.main()
+    finally:
+        ADVANTAGE_ESTIMATORS.pop("entry_point_baseline", None)
+        sys.modules.pop("ep_estimators", None)
+    assert "entry_point_baseline" in capsys.readouterr().out

@@ -3,16 +3,18 @@
 from openrlhf_drirl.advantage import grpo_s  # noqa: F401  (registers "grpo_s")
 from openrlhf_drirl.advantage.registry import (
     ADVANTAGE_ESTIMATORS,
-    OPENRLHF_ESTIMATORS,
+    ENTRY_POINT_GROUP,
     AdvantageEstimator,
     get_advantage_estimator,
+    import_estimator_modules,
     register_advantage_estimator,
 )
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
-    "OPENRLHF_ESTIMATORS",
+    "ENTRY_POINT_GROUP",
     "AdvantageEstimator",
     "get_advantage_estimator",
+    "import_estimator_modules",
     "register_advantage_estimator",
 ]

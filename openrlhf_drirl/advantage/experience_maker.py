@@ -1,6 +1,6 @@
 """OpenRLHF's ``RemoteExperienceMaker`` with the registered advantage estimators added.
 
-OpenRLHF's own estimators (``OPENRLHF_ESTIMATORS``) go to ``super()`` untouched. A registered estimator replaces
+Any estimator name not in the registry (OpenRLHF's own ones) goes to ``super()`` untouched. A registered estimator replaces
 only the baseline step of ``compute_advantages_and_returns``; the steps around it are OpenRLHF's, in its order:
 fp32 rewards, length penalties, rollout-order scatter, [estimator], clip + KL term (``compute_reward``),
 cumulative returns with gamma = 1, no whitening (as for group_norm).
@@ -17,7 +17,7 @@ from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
 from openrlhf.utils.logging_utils import init_logger
 
-from openrlhf_drirl.advantage.registry import OPENRLHF_ESTIMATORS, get_advantage_estimator
+from openrlhf_drirl.advantage.registry import ADVANTAGE_ESTIMATORS
 
 logger = init_logger(__name__)
 
@@ -50,9 +50,9 @@ class DRIRLExperienceMaker(RemoteExperienceMaker):
 
     @torch.no_grad()
     def compute_advantages_and_returns(self, experiences: List[Experience]) -> List[Experience]:
-        if self.advantage_estimator in OPENRLHF_ESTIMATORS:
+        estimator = ADVANTAGE_ESTIMATORS.get(self.advantage_estimator)
+        if estimator is None:
             return super().compute_advantages_and_returns(experiences)
-        estimator = get_advantage_estimator(self.advantage_estimator)
         args = self.strategy.args
         n = args.rollout.n_samples_per_prompt
         if estimator.needs_group and n < 2:

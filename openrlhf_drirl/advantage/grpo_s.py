@@ -1,4 +1,4 @@
-"""GRPO-S: GRPO with dynamic reward scaling (DR-IRL, arXiv 2503.18991, section 4; design.md).
+"""GRPO-S: GRPO with dynamic reward scaling (DR-IRL, arXiv 2503.18991, section 4; docs/method.md).
 
 For a rollout batch with groups of n samples per prompt q, sample i of category c (j in the paper):
 
@@ -19,13 +19,20 @@ estimator state that is saved with OpenRLHF checkpoints); α^D only or α^M only
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 from openrlhf_drirl.advantage.registry import register_advantage_estimator
-from openrlhf_drirl.contract import REWARD_GAP_KEY, SIMILARITY_KEY, category_ids, parse_categories
+from openrlhf_drirl.config_flags import add_config_arguments, config_from_args
+from openrlhf_drirl.contract import (
+    DEFAULT_CATEGORIES,
+    REWARD_GAP_KEY,
+    SIMILARITY_KEY,
+    category_ids,
+    parse_categories,
+)
 
 _REWARD_FUNC_HINT = (
     "the reward function must return it per sample in extra_logs (openrlhf_drirl.cli.serve_category_rm and "
@@ -36,74 +43,60 @@ _REWARD_FUNC_HINT = (
 
 @dataclass(frozen=True)
 class GRPOSConfig:
-    categories: Tuple[str, ...]
-    hardness_terms: str = "both"  # both | data (α^D only) | model (α^M only)
-    reference: str = "batch"  # batch | group | ema: what δ̄ and m average over
-    ema_decay: float = 0.9
-    outlier_k: float = 1.5
-    alpha_clip: Optional[Tuple[float, float]] = None
+    """GRPO-S options: the single source of the ``--drirl.*`` flags, their defaults, help and checks."""
+
+    categories: Tuple[str, ...] = field(
+        default=DEFAULT_CATEGORIES,
+        metadata={"type": parse_categories, "help": "comma-separated category names of the labels' 'category' field"},
+    )
+    hardness_terms: str = field(
+        default="both",
+        metadata={"choices": ["both", "data", "model"], "help": "α = α^D·α^M (both), α^D only (data) or α^M only (model)"},
+    )
+    reference: str = field(
+        default="batch",
+        metadata={
+            "choices": ["batch", "group", "ema"],
+            "help": "δ̄ and mean gap over the category's samples in the batch, over the prompt group, or a "
+            "per-category running average (EMA, saved with checkpoints)",
+        },
+    )
+    ema_decay: float = field(default=0.9, metadata={"help": "EMA decay for --drirl.reference ema"})
+    outlier_k: float = field(
+        default=1.5, metadata={"help": "reward-gap outlier filter: keep (g - m)^2 <= (k·std)^2"}
+    )
+    alpha_clip: Optional[Tuple[float, float]] = field(
+        default=None,
+        metadata={"type": float, "nargs": 2, "metavar": ("LOW", "HIGH"), "help": "clamp α to [LOW, HIGH]"},
+    )
+
+    def __post_init__(self):
+        # Values may come from flags, a hand-made namespace or code: normalise, then check.
+        object.__setattr__(self, "categories", parse_categories(self.categories))
+        object.__setattr__(self, "alpha_clip", tuple(self.alpha_clip) if self.alpha_clip else None)
+        object.__setattr__(self, "ema_decay", float(self.ema_decay))
+        object.__setattr__(self, "outlier_k", float(self.outlier_k))
+        if self.hardness_terms not in ("both", "data", "model"):
+            raise ValueError(f"--drirl.hardness_terms is {self.hardness_terms!r}: use both, data or model")
+        if self.reference not in ("batch", "group", "ema"):
+            raise ValueError(f"--drirl.reference is {self.reference!r}: use batch, group or ema")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--drirl.ema_decay is {self.ema_decay}: use a value in [0, 1), e.g. 0.9")
+        if not (self.outlier_k > 0 and math.isfinite(self.outlier_k)):
+            raise ValueError(f"--drirl.outlier_k is {self.outlier_k}: use a positive number of std, e.g. 1.5")
+        if self.alpha_clip is not None:
+            if not (len(self.alpha_clip) == 2 and 0 <= self.alpha_clip[0] < self.alpha_clip[1]):
+                raise ValueError(f"--drirl.alpha_clip is {self.alpha_clip}: use LOW HIGH with 0 <= LOW < HIGH")
 
     @classmethod
     def from_args(cls, args) -> "GRPOSConfig":
-        """Read ``args.drirl`` (absent fields take the defaults) and check every value."""
-        drirl = getattr(args, "drirl", None)
-
-        def get(name, default):
-            value = getattr(drirl, name, None)
-            return default if value is None else value
-
-        config = cls(
-            categories=parse_categories(get("categories", None)),
-            hardness_terms=get("hardness_terms", "both"),
-            reference=get("reference", "batch"),
-            ema_decay=float(get("ema_decay", 0.9)),
-            outlier_k=float(get("outlier_k", 1.5)),
-            alpha_clip=tuple(get("alpha_clip", ())) or None,
-        )
-        if config.hardness_terms not in ("both", "data", "model"):
-            raise ValueError(f"--drirl.hardness_terms is {config.hardness_terms!r}: use both, data or model")
-        if config.reference not in ("batch", "group", "ema"):
-            raise ValueError(f"--drirl.reference is {config.reference!r}: use batch, group or ema")
-        if not 0.0 <= config.ema_decay < 1.0:
-            raise ValueError(f"--drirl.ema_decay is {config.ema_decay}: use a value in [0, 1), e.g. 0.9")
-        if not (config.outlier_k > 0 and math.isfinite(config.outlier_k)):
-            raise ValueError(f"--drirl.outlier_k is {config.outlier_k}: use a positive number of std, e.g. 1.5")
-        if config.alpha_clip is not None:
-            low, high = config.alpha_clip
-            if not (len(config.alpha_clip) == 2 and 0 <= low < high):
-                raise ValueError(f"--drirl.alpha_clip is {config.alpha_clip}: use LOW HIGH with 0 <= LOW < HIGH")
-        return config
+        """From OpenRLHF's hierarchized args (``args.drirl.*``; absent fields take the defaults), checked."""
+        return config_from_args(cls, args, "drirl")
 
 
 def add_grpo_s_arguments(parser) -> None:
     """GRPO-S flags, added to OpenRLHF's train_ppo_ray parser by ``openrlhf_drirl.cli.train_ppo_ray``."""
-    group = parser.add_argument_group("GRPO-S (openrlhf_drirl)")
-    group.add_argument(
-        "--drirl.categories",
-        type=str,
-        default=None,
-        help="comma-separated category names of the labels' 'category' field (default: the seven of design.md)",
-    )
-    group.add_argument(
-        "--drirl.hardness_terms",
-        choices=["both", "data", "model"],
-        default="both",
-        help="α = α^D·α^M (both), α^D only (data) or α^M only (model)",
-    )
-    group.add_argument(
-        "--drirl.reference",
-        choices=["batch", "group", "ema"],
-        default="batch",
-        help="δ̄ and mean gap over the category's samples in the batch, over the prompt group, or a per-category "
-        "running average (EMA, saved with checkpoints)",
-    )
-    group.add_argument("--drirl.ema_decay", type=float, default=0.9, help="EMA decay for --drirl.reference ema")
-    group.add_argument(
-        "--drirl.outlier_k", type=float, default=1.5, help="reward-gap outlier filter: keep (g - m)^2 <= (k·std)^2"
-    )
-    group.add_argument(
-        "--drirl.alpha_clip", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"), help="clamp α to [LOW, HIGH]"
-    )
+    add_config_arguments(parser, GRPOSConfig, "drirl", "GRPO-S (openrlhf_drirl)")
 
 
 def group_normalized_rewards(rewards: torch.Tensor) -> torch.Tensor:
@@ -191,7 +184,7 @@ def _ema_update(state: dict, name: str, batch_means: torch.Tensor, present: Sequ
 
 def check_grpo_s_args(args) -> None:
     """Launch-time checks: valid ``--drirl.*`` values, and a reward function that can return the drirl_* keys."""
-    config = GRPOSConfig.from_args(args)
+    GRPOSConfig.from_args(args)
     if not (args.reward.remote_url or args.train.agent_func_path):
         raise ValueError(
             "GRPO-S reads drirl_similarity and drirl_reward_gap from the reward function's extra_logs, which OpenRLHF "
@@ -249,7 +242,7 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
     if config.alpha_clip is not None:
         alpha = alpha.clamp(*config.alpha_clip)
 
-    # design.md's log: mean/min/max of α^D and α, α^M and mean reward per category (and mean α^D per category,
+    # The log: mean/min/max of α^D and α, α^M and mean reward per category (and mean α^D per category,
     # which shows which categories are hard). Each metric costs a tensor per micro-batch, so no more than these.
     metrics.update({"drirl/alpha": alpha, "drirl/alpha_D": alpha_data, "drirl/alpha_M": alpha_model})
     for name, values in (("alpha", alpha), ("alpha_D", alpha_data)):

@@ -18,11 +18,15 @@ Signature of a registered function::
     metrics  dict of name -> (P * n,) per-sample tensor or scalar; added to ``experience.info``, which OpenRLHF logs
 """
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from importlib.metadata import entry_points
+from typing import Callable, Dict, Iterable, List, Optional
 
-# OpenRLHF 0.11.2's own estimators (``--algo.advantage.estimator`` choices); their code path is never touched.
-OPENRLHF_ESTIMATORS = ("gae", "reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo", "flash_reinforce")
+# Installed packages list their estimator modules under this entry-point group, e.g. in pyproject.toml:
+#   [project.entry-points."openrlhf_drirl.advantage_estimators"]
+#   my_estimator = "my_package.my_estimator"
+ENTRY_POINT_GROUP = "openrlhf_drirl.advantage_estimators"
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,12 @@ def register_advantage_estimator(
     add_arguments: Optional[Callable] = None,
     check_args: Optional[Callable] = None,
 ):
-    """Decorator: register ``fn`` as the advantage estimator ``name`` (selected by ``--algo.advantage.estimator``)."""
+    """Decorator: register ``fn`` as the advantage estimator ``name`` (selected by ``--algo.advantage.estimator``).
+
+    The launcher refuses a name that OpenRLHF's parser already offers: OpenRLHF's own estimators never reach here.
+    """
 
     def decorator(fn):
-        if name in OPENRLHF_ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is built into OpenRLHF: register under another name")
         existing = ADVANTAGE_ESTIMATORS.get(name)
         if existing is not None and existing.fn is not fn:
             raise ValueError(f"advantage estimator {name!r} is already registered by {existing.fn.__module__}")
@@ -66,6 +71,30 @@ def get_advantage_estimator(name: str) -> AdvantageEstimator:
         return ADVANTAGE_ESTIMATORS[name]
     except KeyError:
         raise ValueError(
-            f"unknown advantage estimator {name!r}: registered ones are {sorted(ADVANTAGE_ESTIMATORS)}, OpenRLHF's "
-            f"are {list(OPENRLHF_ESTIMATORS)}"
+            f"unknown advantage estimator {name!r}: registered ones are {sorted(ADVANTAGE_ESTIMATORS)}; import the "
+            "module that registers it (--drirl.estimator_modules MOD, or the entry-point group "
+            f"{ENTRY_POINT_GROUP!r} of an installed package)"
         ) from None
+
+
+def import_estimator_modules(modules: Iterable[str] = ()) -> List[str]:
+    """Import ``modules`` and every module of the entry-point group, so their estimators register; returns the
+    module names imported. A module that fails to import raises ``ImportError`` naming it and how to fix it."""
+    names = [m.strip() for m in modules if m and m.strip()]
+    for module in names:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ImportError(
+                f"--drirl.estimator_modules: cannot import {module!r} ({e}): put it on PYTHONPATH or install it"
+            ) from e
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry_point.load()
+        except ImportError as e:
+            raise ImportError(
+                f"entry point {entry_point.name!r} = {entry_point.value!r} of group {ENTRY_POINT_GROUP!r} (package "
+                f"{entry_point.dist.name if entry_point.dist else '?'}) does not import: {e}"
+            ) from e
+        names.append(entry_point.module)
+    return names

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from openrlhf_drirl.advantage.grpo_s import add_grpo_s_arguments
-from openrlhf_drirl.contract import category_of, parse_categories
+from openrlhf_drirl.contract import REWARD_GAP_KEY, SIMILARITY_KEY, category_of, parse_categories
 
 
 class HFGenerateEngine:
@@ -142,7 +142,7 @@ def main(argv=None):
 
 def summarize(experiences, categories):
     """Per category: the samples' values of each column (rollout order within the category)."""
-    columns = ["reward", "drirl_similarity", "drirl_reward_gap", "drirl/alpha_D", "drirl/alpha_M", "drirl/alpha"]
+    columns = ["reward", SIMILARITY_KEY, REWARD_GAP_KEY, "drirl/alpha_D", "drirl/alpha_M", "drirl/alpha"]
     rows = {}
     for experience in experiences:
         for row, label in enumerate(experience.labels):
@@ -170,8 +170,8 @@ def write_report(samples, output_dir):
     for category, v in samples.items():
         alpha_data = v["drirl/alpha_D"] or [float("nan")]
         print(
-            f"{category:<32}{len(v['reward']):>4}{mean(v['reward']):>9.3f}{mean(v['drirl_similarity']):>8.3f}"
-            f"{mean(v['drirl_reward_gap']):>8.3f}{min(alpha_data):>9.3f}{max(alpha_data):>9.3f}"
+            f"{category:<32}{len(v['reward']):>4}{mean(v['reward']):>9.3f}{mean(v[SIMILARITY_KEY]):>8.3f}"
+            f"{mean(v[REWARD_GAP_KEY]):>8.3f}{min(alpha_data):>9.3f}{max(alpha_data):>9.3f}"
             f"{mean(v['drirl/alpha_M']):>7.3f}{mean(v['drirl/alpha']):>8.3f}"
         )
     with open(os.path.join(output_dir, "grpo_s_batch.json"), "w") as f:

@@ -14,12 +14,15 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import dataclass, field
 from typing import List
 
 from aiohttp import web
 from openrlhf.utils.config import hierarchize
 
+from openrlhf_drirl.config_flags import add_config_arguments, config_from_args
 from openrlhf_drirl.hardness import add_hardness_arguments
+from openrlhf_drirl.reward.scorer import ScoringConfig
 
 
 class MicroBatcher:
@@ -86,18 +89,23 @@ class MicroBatcher:
 BATCHER = web.AppKey("batcher", MicroBatcher)
 
 
-def build_app(
-    scorer,
-    max_batch_size: int = 64,
-    max_wait_ms: float = 5.0,
-    max_request_bytes: int = 4 << 20,
-    max_samples_per_request: int = 256,
-) -> web.Application:
+@dataclass(frozen=True)
+class ServerConfig:
+    """The server's batching and request limits: the single source of their flags and defaults."""
+
+    max_batch_size: int = field(default=64, metadata={"help": "samples collected into one scoring call"})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "how long to collect concurrent requests"})
+    max_request_bytes: int = field(default=4 << 20, metadata={"help": "larger request bodies get HTTP 413"})
+    max_samples_per_request: int = field(default=256, metadata={"help": "more queries in one request get HTTP 413"})
+
+
+def build_app(scorer, config: ServerConfig = ServerConfig()) -> web.Application:
     """The aiohttp app: ``POST /get_reward`` and ``GET /health``; ``app[BATCHER]`` exposes the batching counters."""
     from openrlhf_drirl.reward.scorer import RewardRequestError
 
+    max_request_bytes, max_samples_per_request = config.max_request_bytes, config.max_samples_per_request
     app = web.Application(client_max_size=max_request_bytes)
-    app[BATCHER] = batcher = MicroBatcher(scorer, max_batch_size, max_wait_ms)
+    app[BATCHER] = batcher = MicroBatcher(scorer, config.max_batch_size, config.max_wait_ms)
 
     async def run_batcher(app):
         task = asyncio.create_task(batcher.run())
@@ -166,12 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: bf16 on GPU, fp32 on CPU",
     )
     parser.add_argument("--device", type=str, default=None, help="default: cuda when present, else cpu")
-    parser.add_argument("--data.max_len", type=int, default=2048)
-    parser.add_argument("--batch_size", type=int, default=64, help="Rows per model forward")
-    parser.add_argument("--max_batch_size", type=int, default=64, help="Samples collected into one scoring call")
-    parser.add_argument("--max_wait_ms", type=float, default=5.0, help="How long to collect concurrent requests")
-    parser.add_argument("--max_request_bytes", type=int, default=4 << 20)
-    parser.add_argument("--max_samples_per_request", type=int, default=256)
+    add_config_arguments(parser, ScoringConfig, "", "reward scoring")
+    add_config_arguments(parser, ServerConfig, "", "serving")
     parser.add_argument("--host", type=str, default="127.0.0.1", help="Use 0.0.0.0 to serve other machines")
     parser.add_argument("--port", type=int, default=5000)
     add_hardness_arguments(parser)
@@ -183,6 +187,8 @@ def main(argv: List[str] = None):
 
     from openrlhf_drirl.hardness import build_similarity
     from openrlhf_drirl.reward.scorer import CategoryRewardScorer
+
+    scoring = config_from_args(ScoringConfig, args, "")
 
     try:
         similarity = build_similarity(args.hardness)
@@ -200,15 +206,14 @@ def main(argv: List[str] = None):
             similarity=similarity,
             param_dtype=args.ds.param_dtype,
             device=args.device,
-            max_len=args.data.max_len,
-            batch_size=args.batch_size,
+            max_len=scoring.max_len,
+            batch_size=scoring.batch_size,
+            cache_size=scoring.cache_size,
         )
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"serve_category_rm: error: {e}", file=sys.stderr)
         sys.exit(2)
-    app = build_app(
-        scorer, args.max_batch_size, args.max_wait_ms, args.max_request_bytes, args.max_samples_per_request
-    )
+    app = build_app(scorer, config_from_args(ServerConfig, args, ""))
     web.run_app(app, host=args.host, port=args.port, print=lambda message: print(message, flush=True))
 
 

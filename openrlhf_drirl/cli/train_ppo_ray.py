@@ -3,29 +3,66 @@
 Takes every flag of ``python -m openrlhf.cli.train_ppo_ray``, plus the registered estimators as values of
 ``--algo.advantage.estimator`` and their own flags (``--drirl.*`` for GRPO-S), then runs OpenRLHF's own ``__main__``:
 its argument checks and ``train()``. Around it:
+- ``--drirl.estimator_modules MOD[,MOD...]`` and the entry-point group ``openrlhf_drirl.advantage_estimators`` are
+  imported before OpenRLHF's parser is built, so the estimators they register are valid choices with their flags;
 - the plugin is registered in this process, and in every Ray worker through Ray's ``worker_process_setup_hook``
-  (patching only the driver does nothing: the experience maker runs inside the PPO trainer's Ray actor);
-- a registered group estimator is checked as OpenRLHF checks group_norm (n_samples_per_prompt > 1); OpenRLHF
-  already drops the critic for every estimator but gae.
+  (patching only the driver does nothing: the experience maker runs inside the PPO trainer's Ray actor); the workers
+  import the same estimator modules, and a setup hook of the user's own (in ``ray.init``'s runtime_env or the Ray
+  job's) is chained after ours, not replaced;
+- a registered group estimator is checked as OpenRLHF checks group_norm (n_samples_per_prompt > 1); OpenRLHF already
+  drops the critic for every estimator but gae. A registered name that OpenRLHF already offers is refused.
+``--help`` and argument errors work without vLLM (on a CPU machine set up by tools/setup_cpu_env.sh); training says
+clearly that it needs vLLM.
 """
 
 import argparse
 import contextlib
+import functools
+import json
+import os
 import runpy
+import sys
+from typing import List, Sequence
 
 import ray
 
-from openrlhf_drirl import register
-from openrlhf_drirl.advantage import ADVANTAGE_ESTIMATORS
+from openrlhf_drirl.advantage import ADVANTAGE_ESTIMATORS, import_estimator_modules
+from openrlhf_drirl.plugin import CHAINED_SETUP_HOOK_ENV, ESTIMATOR_MODULES_ENV, register, setup_ray_worker
 
+OPENRLHF_MODULE = "openrlhf.cli.train_ppo_ray"
 ESTIMATOR_FLAG = "--algo.advantage.estimator"
-RAY_WORKER_SETUP_HOOK = "openrlhf_drirl.register"
+MODULES_FLAG = "--drirl.estimator_modules"
+RAY_WORKER_SETUP_HOOK = "openrlhf_drirl.plugin.setup_ray_worker"
+RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # Ray's: the runtime_env of a `ray job submit` job
+
+
+def parse_estimator_modules(argv: Sequence[str]) -> List[str]:
+    """The ``--drirl.estimator_modules`` value, read before OpenRLHF's parser exists."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(MODULES_FLAG, dest="modules", default="")
+    return [m.strip() for m in parser.parse_known_args(argv)[0].modules.split(",") if m.strip()]
+
+
+def exit_with_error(message: str) -> None:
+    print(f"train_ppo_ray: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _extend_parser(parser: argparse.ArgumentParser) -> None:
     estimator_action = parser._option_string_actions[ESTIMATOR_FLAG]
+    clashes = sorted(set(ADVANTAGE_ESTIMATORS) & set(estimator_action.choices))
+    if clashes:
+        modules = [ADVANTAGE_ESTIMATORS[name].fn.__module__ for name in clashes]
+        parser.error(f"estimators {clashes} (registered by {modules}) are OpenRLHF's own: register under other names")
     estimator_action.choices = list(estimator_action.choices) + sorted(ADVANTAGE_ESTIMATORS)
     estimator_action.help += f"; openrlhf_drirl adds: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}"
+    parser.add_argument(
+        MODULES_FLAG,
+        type=str,
+        default="",
+        help="comma-separated modules that register advantage estimators (imported here and in every Ray worker; "
+        "installed packages can use the entry-point group openrlhf_drirl.advantage_estimators instead)",
+    )
     added = set()
     for estimator in ADVANTAGE_ESTIMATORS.values():
         if estimator.add_arguments is not None and estimator.add_arguments not in added:
@@ -52,8 +89,46 @@ def _check_estimator_args(parser: argparse.ArgumentParser, flat_args: argparse.N
             parser.error(str(e))
 
 
+def require_vllm() -> None:
+    """Training starts vLLM engines: say so plainly where only the CPU stand-in (tools/_cpu_shims.py) is present."""
+    import vllm
+
+    if getattr(vllm, "__drirl_stub__", False):
+        exit_with_error(
+            "training needs vLLM and GPUs, and this environment has only the CPU stand-in that lets --help and "
+            "argument checks run: install openrlhf-drirl[vllm] on a GPU machine"
+        )
+
+
+def _job_setup_hook():
+    """The setup hook of the Ray job this driver runs in (``ray job submit --runtime-env-json``), taken out of the job's
+    runtime_env so that Ray does not refuse ours as a conflict: ours runs it."""
+    if RAY_JOB_CONFIG_ENV not in os.environ:
+        return None
+    job_config = json.loads(os.environ[RAY_JOB_CONFIG_ENV])
+    hook = (job_config.get("runtime_env") or {}).pop("worker_process_setup_hook", None)
+    os.environ[RAY_JOB_CONFIG_ENV] = json.dumps(job_config)
+    return hook
+
+
+def _python_path_of(modules: Sequence[str]) -> List[str]:
+    """Folders outside site-packages that the modules were imported from (a user's module beside the command), which
+    Ray workers started by this driver lack on their sys.path."""
+    folders = []
+    for name in modules:
+        file = getattr(sys.modules.get(name.split(".")[0]), "__file__", None)
+        if file is None or "-packages" in file:
+            continue
+        depth = 2 if os.path.basename(file) == "__init__.py" else 1
+        folder = os.path.abspath(file)
+        for _ in range(depth):
+            folder = os.path.dirname(folder)
+        folders.append(folder)
+    return list(dict.fromkeys(folders))
+
+
 @contextlib.contextmanager
-def openrlhf_with_plugin():
+def openrlhf_with_plugin(estimator_modules: Sequence[str] = ()):
     """Within: OpenRLHF's train_ppo_ray parser knows the registered estimators, and ``ray.init`` installs the plugin
     in every worker process (merged into the runtime_env OpenRLHF passes, so its env vars are kept)."""
     original_parse_args = argparse.ArgumentParser.parse_args
@@ -68,13 +143,22 @@ def openrlhf_with_plugin():
         return flat_args
 
     def ray_init(*args, runtime_env=None, **kwargs):
+        require_vllm()
         runtime_env = dict(runtime_env or {})
-        hook = runtime_env.setdefault("worker_process_setup_hook", RAY_WORKER_SETUP_HOOK)
-        if hook != RAY_WORKER_SETUP_HOOK:
-            raise ValueError(
-                f"runtime_env already sets worker_process_setup_hook={hook!r}; openrlhf_drirl needs "
-                f"{RAY_WORKER_SETUP_HOOK!r}: call both from one function of yours and run openrlhf.cli.train_ppo_ray"
-            )
+        env_vars = dict(runtime_env.get("env_vars") or {})
+        user_hook = runtime_env.pop("worker_process_setup_hook", None) or _job_setup_hook()
+        if callable(user_hook):
+            runtime_env["worker_process_setup_hook"] = functools.partial(setup_ray_worker, user_hook)
+        else:
+            runtime_env["worker_process_setup_hook"] = RAY_WORKER_SETUP_HOOK
+            if user_hook and user_hook != RAY_WORKER_SETUP_HOOK:
+                env_vars[CHAINED_SETUP_HOOK_ENV] = user_hook
+        if estimator_modules:
+            env_vars[ESTIMATOR_MODULES_ENV] = ",".join(estimator_modules)
+            path = _python_path_of(estimator_modules) + [p for p in [env_vars.get("PYTHONPATH")] if p]
+            if path:
+                env_vars["PYTHONPATH"] = os.pathsep.join(path)
+        runtime_env["env_vars"] = env_vars
         return original_ray_init(*args, runtime_env=runtime_env, **kwargs)
 
     argparse.ArgumentParser.parse_args = parse_args
@@ -86,10 +170,49 @@ def openrlhf_with_plugin():
         ray.init = original_ray_init
 
 
-def main() -> None:
+class _ParserCaptured(Exception):
+    def __init__(self, parser):
+        self.parser = parser
+
+
+def openrlhf_parser() -> argparse.ArgumentParser:
+    """OpenRLHF's own train_ppo_ray parser as its ``__main__`` builds it (captured at ``parse_args``; nothing runs)."""
+    original_parse_args = argparse.ArgumentParser.parse_args
+
+    def capture(parser, args=None, namespace=None):
+        if ESTIMATOR_FLAG in parser._option_string_actions:
+            raise _ParserCaptured(parser)
+        return original_parse_args(parser, args, namespace)
+
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        runpy.run_module(OPENRLHF_MODULE, run_name="__main__")
+    except _ParserCaptured as captured:
+        return captured.parser
+    finally:
+        argparse.ArgumentParser.parse_args = original_parse_args
+    raise RuntimeError(f"{OPENRLHF_MODULE} did not build a parser with {ESTIMATOR_FLAG}")
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        modules = import_estimator_modules(parse_estimator_modules(argv))
+    except ImportError as e:
+        exit_with_error(str(e))
     register()
-    with openrlhf_with_plugin():
-        runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__", alter_sys=True)
+    sys.argv = [sys.argv[0]] + argv
+    with openrlhf_with_plugin(modules):
+        try:
+            runpy.run_module(OPENRLHF_MODULE, run_name="__main__", alter_sys=True)
+        except ModuleNotFoundError as e:
+            if e.name != "vllm":
+                raise
+            exit_with_error(
+                f"OpenRLHF's Ray launcher imports vLLM ({e}): install openrlhf-drirl[vllm] on a GPU machine; on a "
+                "machine without a GPU, tools/setup_cpu_env.sh installs the stand-in that lets --help and argument "
+                "checks run"
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Sub-sentence similarity W between a response and its demonstration (method notes 4.1).
+"""Sub-sentence similarity W between a response and its demonstration (DR-IRL's data-level hardness; docs/method.md).
 
 For response S (sub-sentences S^1..S^K) and demonstration S~ (sub-sentences S~^1..S~^L), with Phi the frozen text
 encoder:

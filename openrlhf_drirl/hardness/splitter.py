@@ -1,7 +1,8 @@
-"""Sub-sentence splitting for the data-level hardness (method notes 4.1: "self-contained sub-sentences").
+"""Sub-sentence splitting for the data-level hardness (the paper's "self-contained sub-sentences").
 
-The paper has an LLM split the texts; a rule is used here instead (method notes, open question 8), because it is cheap
-enough to run on every rollout. The rule, applied to a response and to its demonstration alike:
+The paper has an LLM split the texts; a rule is used here instead, because it is cheap enough to run on every rollout
+sample and is deterministic (docs/method.md, "Decisions on the paper's ambiguities"). The rule, applied to a response
+and to its demonstration alike:
 
 1. Chain-of-Draft layout: ``<drafts> #### <answer>``. Everything before the last ``####`` is drafts: each draft is a
    split into sub-sentences at newlines, ``;`` and ``,`` (and ``；，、``), then like the answer. Text with no ``####``

@@ -7,8 +7,7 @@ worker threads. Configuration comes from environment variables (pass them to Ray
     DRIRL_RM_PATH              required: the category reward model folder (train_category_rm output or router.json)
     DRIRL_RM_DEVICE            default: cuda when present, else cpu
     DRIRL_RM_DTYPE             bf16 | fp16 | fp32; default: bf16 on cuda, fp32 on cpu
-    DRIRL_RM_MAX_LEN           tokens per scored text (default 2048)
-    DRIRL_RM_BATCH_SIZE        rows per forward (default 64)
+    DRIRL_RM_MAX_LEN, DRIRL_RM_BATCH_SIZE, DRIRL_RM_CACHE_SIZE   ScoringConfig's max_len, batch_size, cache_size
     DRIRL_HARDNESS_BACKEND     open_clip | hf | none (default open_clip); none leaves drirl_similarity out
     DRIRL_HARDNESS_MODEL_NAME, DRIRL_HARDNESS_PRETRAINED, DRIRL_HARDNESS_CHECKPOINT, DRIRL_HARDNESS_DEVICE,
     DRIRL_HARDNESS_DTYPE, DRIRL_HARDNESS_BATCH_SIZE, DRIRL_HARDNESS_CACHE_SIZE   the --hardness.* flags
@@ -26,7 +25,7 @@ def build_scorer_from_env():
     from openrlhf.utils.config import hierarchize
 
     from openrlhf_drirl.hardness import add_hardness_arguments, build_similarity
-    from openrlhf_drirl.reward.scorer import CategoryRewardScorer
+    from openrlhf_drirl.reward.scorer import CategoryRewardScorer, ScoringConfig
 
     path = os.environ.get("DRIRL_RM_PATH")
     if not path:
@@ -44,8 +43,9 @@ def build_scorer_from_env():
         similarity=build_similarity(hardness),
         param_dtype=os.environ.get("DRIRL_RM_DTYPE"),
         device=os.environ.get("DRIRL_RM_DEVICE"),
-        max_len=int(os.environ.get("DRIRL_RM_MAX_LEN", 2048)),
-        batch_size=int(os.environ.get("DRIRL_RM_BATCH_SIZE", 64)),
+        max_len=int(os.environ.get("DRIRL_RM_MAX_LEN", ScoringConfig.max_len)),
+        batch_size=int(os.environ.get("DRIRL_RM_BATCH_SIZE", ScoringConfig.batch_size)),
+        cache_size=int(os.environ.get("DRIRL_RM_CACHE_SIZE", ScoringConfig.cache_size)),
     )
 
 

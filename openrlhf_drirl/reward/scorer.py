@@ -13,14 +13,24 @@ import math
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import torch
 
-from openrlhf_drirl.contract import LabelError, category_of, parse_label
+from openrlhf_drirl.contract import (
+    DEMONSTRATION_EMBEDDINGS_KEY,
+    DEMONSTRATION_ENCODER_KEY,
+    DEMONSTRATION_KEY,
+    DEMONSTRATION_REWARD_KEY,
+    REWARD_GAP_KEY,
+    SIMILARITY_KEY,
+    LabelError,
+    category_of,
+    parse_label,
+)
 from openrlhf_drirl.reward.data import left_pad, reward_text
 
-DEMONSTRATION_REWARD_KEY = "demonstration_reward"
 
 
 class RewardRequestError(ValueError):
@@ -41,6 +51,21 @@ class Sample(NamedTuple):
     label: dict
 
 
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How rewards are batched and truncated: the single source of these defaults for the HTTP server's flags, the
+    ``reward_func.py`` environment variables and ``CategoryRewardScorer``."""
+
+    max_len: int = field(
+        default=2048, metadata={"flag": "--data.max_len", "help": "tokens per scored text (prompt + response)"}
+    )
+    batch_size: int = field(default=64, metadata={"flag": "--batch_size", "help": "rows per reward-model forward"})
+    cache_size: int = field(
+        default=100_000,
+        metadata={"flag": "--cache_size", "help": "demonstration rewards kept per (category, prompt, demonstration)"},
+    )
+
+
 class CategoryRewardScorer:
     """Scores (query, prompt, label) triples with a category reward model of either layout.
 
@@ -53,9 +78,9 @@ class CategoryRewardScorer:
         model,
         tokenizer,
         similarity: Optional[Callable] = None,
-        max_len: int = 2048,
-        batch_size: int = 64,
-        cache_size: int = 100_000,
+        max_len: int = ScoringConfig.max_len,
+        batch_size: int = ScoringConfig.batch_size,
+        cache_size: int = ScoringConfig.cache_size,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -128,10 +153,10 @@ class CategoryRewardScorer:
                 category = category_of(fields, self.categories, i)
             except LabelError as e:
                 raise RewardRequestError(f"labels[{i}]", str(e), 422) from None
-            demonstration = fields.get("demonstration")
+            demonstration = fields.get(DEMONSTRATION_KEY)
             if not isinstance(demonstration, str) or not demonstration.strip():
                 raise RewardRequestError(
-                    f"labels[{i}].demonstration",
+                    f"labels[{i}].{DEMONSTRATION_KEY}",
                     "is missing or empty: each label needs the CoD demonstration text (data_tools writes it)",
                     422,
                 )
@@ -214,15 +239,13 @@ class CategoryRewardScorer:
             ],
             dtype=torch.float32,
         )
-        extra_logs = {"drirl_reward_gap": rewards - demonstration_rewards}
+        extra_logs = {REWARD_GAP_KEY: rewards - demonstration_rewards}
         if self.similarity is not None:
-            extra_logs["drirl_similarity"] = self.similarity_of(samples)
+            extra_logs[SIMILARITY_KEY] = self.similarity_of(samples)
         return {"rewards": rewards, "scores": rewards.clone(), "extra_logs": extra_logs}
 
     def similarity_of(self, samples: Sequence[Sample]) -> torch.Tensor:
         """W per sample; precomputed demonstration embeddings in the labels are passed on when present."""
-        from openrlhf_drirl.hardness import DEMONSTRATION_EMBEDDINGS_KEY, DEMONSTRATION_ENCODER_KEY
-
         responses = [s.response for s in samples]
         demonstrations = [s.demonstration for s in samples]
         if any(DEMONSTRATION_EMBEDDINGS_KEY in s.label for s in samples):
