@@ -111,7 +111,6 @@ def main():
         print(json.dumps(measure_memory(args._memory_of, args._root, args)))
         return
 
-
     if args.threads:
         torch.set_num_threads(args.threads)
     from transformers import Qwen2Config, Qwen2ForCausalLM

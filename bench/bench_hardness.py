@@ -82,9 +82,8 @@ def timed(fn):
 
 def reward_forward_seconds(prompts, responses, batch_size):
     from openrlhf.models import get_llm_for_sequence_regression
-    from transformers import AutoTokenizer
-
     from tiny_models import build_tiny_causal_lm
+    from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as model_dir:
         build_tiny_causal_lm(model_dir, texts=prompts + responses)

@@ -11,3 +11,7 @@ import os
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 BUNDLED_DIR = os.path.join(PACKAGE_DIR, "bundled")
 TEMPLATES_DIR = os.path.join(PACKAGE_DIR, "templates")
+
+
+class DatasetBuildError(ValueError):
+    """Input the builder cannot use (a flag, a file, a source); the message names it and the fix."""

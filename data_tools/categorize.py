@@ -9,7 +9,7 @@ import os
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from data_tools import PACKAGE_DIR
+from data_tools import PACKAGE_DIR, DatasetBuildError
 
 DEFAULT_TAXONOMY_MAP = os.path.join(PACKAGE_DIR, "taxonomy_map.json")
 DEFAULT_PROTOTYPES = os.path.join(PACKAGE_DIR, "category_prototypes.json")
@@ -21,9 +21,13 @@ def load_json_object(path: str, flag: str) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise SystemExit(f"{flag} {path!r} does not exist: fix the path or leave {flag} out for the bundled file")
+        raise DatasetBuildError(
+            f"{flag} {path!r} does not exist: fix the path or leave {flag} out for the bundled file"
+        ) from None
     except json.JSONDecodeError as e:
-        raise SystemExit(f"{flag} {path!r} is not valid JSON ({e.msg}, line {e.lineno}): fix that line") from None
+        raise DatasetBuildError(
+            f"{flag} {path!r} is not valid JSON ({e.msg}, line {e.lineno}): fix that line"
+        ) from None
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
@@ -32,13 +36,13 @@ def check_taxonomy_table(
 ) -> Dict[str, Optional[str]]:
     """The table ``table`` of the mapping file, with every value checked against ``categories``."""
     if table not in taxonomy_map:
-        raise SystemExit(
+        raise DatasetBuildError(
             f"taxonomy table {table!r} is not in {path}: add it there, or set taxonomy=<one of "
             f"{sorted(taxonomy_map)}> or taxonomy=categories in the --data.sources spec"
         )
     for label, category in taxonomy_map[table].items():
         if category is not None and category != CLASSIFY and category not in categories:
-            raise SystemExit(
+            raise DatasetBuildError(
                 f"{path}: {table}[{label!r}] maps to unknown category {category!r}; use one of {list(categories)}, "
                 f'null (leave unmapped) or "{CLASSIFY}", or add {category!r} to --data.categories'
             )
@@ -82,7 +86,7 @@ class PrototypeClassifier:
     def __init__(self, encoder, prototypes: Dict[str, List[str]], categories: Sequence[str], threshold: float):
         missing = [c for c in categories if not prototypes.get(c)]
         if missing:
-            raise SystemExit(
+            raise DatasetBuildError(
                 f'the prototypes file has no descriptions for {missing}: add e.g. "{missing[0]}": ["..."] to it '
                 "(--data.prototypes), or pass --data.classifier none to report such prompts as unmapped"
             )

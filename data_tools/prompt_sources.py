@@ -17,7 +17,7 @@ import os
 import re
 from typing import Dict, List
 
-from data_tools import BUNDLED_DIR
+from data_tools import BUNDLED_DIR, DatasetBuildError
 
 BUNDLED_SOURCES = ("donotanswer",)
 BUNDLED_EVAL_SETS = {
@@ -29,10 +29,6 @@ BUNDLED_EVAL_SETS = {
     ],
 }
 SPEC_KEYS = ("prompt", "category", "taxonomy", "split", "name")
-
-
-class SourceError(ValueError):
-    """A source that cannot be read as asked; the message names the field and the fix."""
 
 
 def prompt_id(source: str, prompt: str) -> str:
@@ -47,7 +43,7 @@ def parse_source_spec(spec: str) -> Dict[str, str]:
     for item in filter(None, options.split(",")):
         key, value = item.split("=", 1)
         if key not in SPEC_KEYS:
-            raise SourceError(
+            raise DatasetBuildError(
                 f"source spec {spec!r}: unknown key {key!r}; use PATH:key=value,... with keys {list(SPEC_KEYS)}"
             )
         fields[key] = value
@@ -79,17 +75,17 @@ def load_bundled_donotanswer() -> List[dict]:
 def read_rows(path: str, split: str = "train") -> List[dict]:
     """Rows of a JSONL, JSON-list, CSV or Parquet file, or of a ``datasets.save_to_disk`` folder."""
     if not os.path.exists(path):
-        raise SourceError(f"source file {path!r} does not exist: fix the path in --data.sources")
+        raise DatasetBuildError(f"source file {path!r} does not exist: fix the path in --data.sources")
     if os.path.isdir(path):
         import datasets
 
         try:
             data = datasets.load_from_disk(path)
         except FileNotFoundError as e:
-            raise SourceError(f"source folder {path!r} is not a saved Hugging Face dataset ({e})") from None
+            raise DatasetBuildError(f"source folder {path!r} is not a saved Hugging Face dataset ({e})") from None
         if isinstance(data, datasets.DatasetDict):
             if split not in data:
-                raise SourceError(
+                raise DatasetBuildError(
                     f"source {path!r} has splits {list(data)}, not {split!r}: add :split=<one of them> to the spec"
                 )
             data = data[split]
@@ -113,9 +109,11 @@ def read_rows(path: str, split: str = "train") -> List[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise SourceError(f"{path}:{n} is not valid JSON ({e.msg}): fix or remove that line") from None
+                    raise DatasetBuildError(
+                        f"{path}:{n} is not valid JSON ({e.msg}): fix or remove that line"
+                    ) from None
         return rows
-    raise SourceError(
+    raise DatasetBuildError(
         f"source {path!r}: unknown file type; use .jsonl, .json, .csv, .parquet or a saved dataset folder"
     )
 
@@ -140,10 +138,10 @@ def load_source(spec: str) -> List[dict]:
     prompt_key, category_key = fields.get("prompt", "prompt"), fields.get("category")
     rows = read_rows(path, fields.get("split", "train"))
     if not rows:
-        raise SourceError(f"source {path!r} has no rows: check the file or drop it from --data.sources")
+        raise DatasetBuildError(f"source {path!r} has no rows: check the file or drop it from --data.sources")
     for key, flag in ((prompt_key, "prompt"), (category_key, "category")):
         if key is not None and key not in rows[0]:
-            raise SourceError(
+            raise DatasetBuildError(
                 f"source {path!r}: column {key!r} (spec key {flag}={key}) not found; its columns are "
                 f"{sorted(rows[0])}: pass {flag}=<one of them>, e.g. --data.sources '{path}:{flag}=<column>'"
             )
@@ -151,7 +149,9 @@ def load_source(spec: str) -> List[dict]:
     for n, row in enumerate(rows):
         prompt = row.get(prompt_key)
         if not isinstance(prompt, str) or not prompt.strip():
-            raise SourceError(f"source {path!r} row {n}: column {prompt_key!r} is empty or not text ({prompt!r})")
+            raise DatasetBuildError(
+                f"source {path!r} row {n}: column {prompt_key!r} is empty or not text ({prompt!r})"
+            )
         records.append(
             {
                 "id": prompt_id(name, prompt.strip()),

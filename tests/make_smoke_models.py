@@ -30,9 +30,7 @@ def training_pairs(seeds: dict, template, prompts: list, rng: random.Random):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python tests/make_smoke_models.py", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python tests/make_smoke_models.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for generator/ and base_policy/")
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps")
     parser.add_argument("--batch_size", type=int, default=8)
@@ -42,9 +40,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import torch
-    from transformers import AutoModelForCausalLM
-
     from tiny_models import build_tiny_causal_lm, train_tiny_tokenizer
+    from transformers import AutoModelForCausalLM
 
     started = time.time()
     # A model this small gains nothing from a second thread, and on a busy machine threads fight over the cores.

@@ -5,6 +5,7 @@ import json
 import pytest
 from conftest import write_category_prompts
 
+from data_tools import DatasetBuildError
 from data_tools.build_dataset import main
 from data_tools.categorize import (
     DEFAULT_PROTOTYPES,
@@ -73,7 +74,7 @@ def test_every_bundled_table_covers_its_taxonomy():
     assert len(tables["safety_prompts"]) == 8 + 6
 
 
-def test_unknown_category_in_mapping_table_names_the_entry_and_the_fix(tmp_path):
+def test_unknown_category_in_mapping_table_names_the_entry_and_the_fix(tmp_path, capsys):
     bad_map = tmp_path / "map.json"
     bad_map.write_text(json.dumps({"mine": {"rude": "insults"}}))
     source = tmp_path / "src.jsonl"
@@ -85,7 +86,9 @@ def test_unknown_category_in_mapping_table_names_the_entry_and_the_fix(tmp_path)
              "--data.taxonomy_map", str(bad_map), "--data.eval_sets", "--data.classifier", "none",
              "--data.near_dup_method", "ngram"]
         )  # fmt: skip
-    message = str(err.value)
+    assert err.value.code == 2
+    message = capsys.readouterr().err
+    assert message.splitlines()[-1].startswith("build_dataset: error: ") and "Traceback" not in message
     assert "mine['rude']" in message and "'insults'" in message and "use one of" in message and "null" in message
 
 
@@ -111,7 +114,7 @@ def test_prototype_classifier_assigns_clear_prompts_and_reports_unclear_ones(min
 
 
 def test_custom_category_list_needs_prototypes(minilm):
-    with pytest.raises(SystemExit, match=r"no descriptions for \['cyber'\].*--data.prototypes"):
+    with pytest.raises(DatasetBuildError, match=r"no descriptions for \['cyber'\].*--data.prototypes"):
         PrototypeClassifier(minilm, {"insult": ["x"]}, ["insult", "cyber"], 0.3)
 
 

@@ -3,13 +3,15 @@
 tiny local model."""
 
 import json
+import re
 
 import pytest
 from conftest import write_category_prompts
 
-from data_tools.build_dataset import AppendLog, main, request_seed
+from data_tools.build_dataset import main
 from data_tools.cod_format import check_demonstration, load_refusal_phrases, load_seed_demonstrations
-from openrlhf_drirl.contract import DEFAULT_CATEGORIES
+from data_tools.generation_log import AppendLog, request_seed
+from openrlhf_drirl.contract import DATASOURCE_KEY, DEFAULT_CATEGORIES
 
 PHRASES = load_refusal_phrases()
 NEVER_VALID = "zebra"  # canned server: CoD requests whose prompt holds this word always get an invalid answer
@@ -18,6 +20,16 @@ NEVER_VALID = "zebra"  # canned server: CoD requests whose prompt holds this wor
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f]
+
+
+def main_error(argv, capsys):
+    """Run the CLI on bad input: exit code 2 and, after any progress bars, one ``build_dataset: error: ...`` line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr and stderr.splitlines()[-1].startswith("build_dataset: error: ")
+    return stderr.splitlines()[-1]
 
 
 def canned_reply(prompt, seed):
@@ -132,6 +144,7 @@ def test_openai_backend_with_retries_rejects_and_tiny_policy(tmp_path, canned_op
             assert (len(in_train), len(in_heldout)) == (2, 1)
     for row in train + heldout:
         label = row["label"]
+        assert set(row) == {"prompt", "label", DATASOURCE_KEY} and row[DATASOURCE_KEY] == label["category"]
         assert set(label) == {"category", "demonstration", "id", "source"} and label["source"] == "src"
         assert kind_of[row["prompt"]] == label["category"]
         assert check_demonstration(label["demonstration"], PHRASES, 5) is None
@@ -161,28 +174,28 @@ def test_openai_backend_with_retries_rejects_and_tiny_policy(tmp_path, canned_op
     assert manifest["config_hash"] == stats["config_hash"] and manifest["runs"][0]["counts"]["train"] == 12
 
 
-def test_changed_flags_on_an_existing_output_dir_are_refused(tmp_path, canned_openai_server):
+def test_changed_flags_on_an_existing_output_dir_are_refused(tmp_path, canned_openai_server, capsys):
     source = write_category_prompts(tmp_path / "src.jsonl", per_category=3)
     url, _ = canned_openai_server(canned_reply)
     policy = ["--policy.backend", "openai", "--policy.url", url, "--policy.model", "canned"]
     main(build_argv(source, tmp_path / "out", url, policy, "--gen.batch_size", "2"))
     # Batch size only changes speed: same hash, resumes (nothing left to generate).
     main(build_argv(source, tmp_path / "out", url, policy, "--gen.batch_size", "64"))
-    with pytest.raises(SystemExit, match="config hash .* new --output_dir"):
-        main(build_argv(source, tmp_path / "out", url, policy, "--seed", "3"))
+    stderr = main_error(build_argv(source, tmp_path / "out", url, policy, "--seed", "3"), capsys)
+    assert re.search("config hash .* new --output_dir", stderr)
 
 
-def test_http_errors_are_clear(tmp_path, canned_openai_server):
+def test_http_errors_are_clear(tmp_path, canned_openai_server, capsys):
     source = write_category_prompts(tmp_path / "src.jsonl", per_category=2)
     url, _ = canned_openai_server(canned_reply)
     policy = ["--policy.model", "unused"]
-    with pytest.raises(SystemExit, match=r"HTTP 404.*does not exist.*--gen.model"):
-        main(build_argv(source, tmp_path / "a", url, policy) + ["--gen.model", "no-such-model"])
+    stderr = main_error(build_argv(source, tmp_path / "a", url, policy) + ["--gen.model", "no-such-model"], capsys)
+    assert re.search(r"HTTP 404.*does not exist.*--gen.model", stderr)
     url, server = canned_openai_server(canned_reply)
     server.shutdown()
     server.server_close()
-    with pytest.raises(SystemExit, match=r"failed 2 times.*is the server up"):
-        main(build_argv(source, tmp_path / "b", url, policy, "--http.retries", "1"))
+    stderr = main_error(build_argv(source, tmp_path / "b", url, policy, "--http.retries", "1"), capsys)
+    assert re.search(r"failed 2 times.*is the server up", stderr)
 
 
 def test_transformers_backend_tiny_random_model_output_is_rejected_and_reported(tmp_path, tiny_lm_dir):

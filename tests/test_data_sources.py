@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from data_tools import BUNDLED_DIR
-from data_tools.prompt_sources import SourceError, load_eval_prompts, load_source, read_rows
+from data_tools import BUNDLED_DIR, DatasetBuildError
+from data_tools.prompt_sources import load_eval_prompts, load_source, read_rows
 
 
 def test_bundled_donotanswer_has_939_prompts_in_five_risk_areas():
@@ -99,23 +99,23 @@ def test_beavertails_style_dict_labels(tmp_path):
 def test_missing_column_names_the_field_and_the_fix(tmp_path):
     path = tmp_path / "bt.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
-    with pytest.raises(SourceError) as err:
+    with pytest.raises(DatasetBuildError) as err:
         load_source(f"{path}:prompt=prompt_text")
     message = str(err.value)
     assert "'prompt_text'" in message and "prompt=<one of them>" in message and "['harm', 'question']" in message
-    with pytest.raises(SourceError, match="category=<one of them>"):
+    with pytest.raises(DatasetBuildError, match="category=<one of them>"):
         load_source(f"{path}:prompt=question,category=labels")
 
 
 def test_bad_spec_key_missing_file_and_missing_split(tmp_path):
-    with pytest.raises(SourceError, match="unknown key 'column'"):
+    with pytest.raises(DatasetBuildError, match="unknown key 'column'"):
         load_source("x.jsonl:column=question")
-    with pytest.raises(SourceError, match="does not exist"):
+    with pytest.raises(DatasetBuildError, match="does not exist"):
         load_source(str(tmp_path / "nope.jsonl"))
     import datasets
 
     datasets.DatasetDict({"test": datasets.Dataset.from_list([{"prompt": "a"}])}).save_to_disk(str(tmp_path / "d"))
-    with pytest.raises(SourceError, match=r"splits \['test'\].*split=<one of them>"):
+    with pytest.raises(DatasetBuildError, match=r"splits \['test'\].*split=<one of them>"):
         read_rows(str(tmp_path / "d"))
 
 
@@ -131,8 +131,8 @@ def test_cli_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
          "--data.sources", f"{path}:prompt=text", "--data.classifier", "none", "--data.near_dup_method", "ngram"],
         cwd=repo, env={**os.environ, "PYTHONPATH": repo}, capture_output=True, text=True,
     )  # fmt: skip
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.splitlines()[-1].startswith("build_dataset: error: ")
     assert (
         "column 'text' (spec key prompt=text) not found" in result.stderr and "prompt=<one of them>" in result.stderr
     )

@@ -11,6 +11,7 @@ from rollout_batches import by_rollout_position, label, make_args, make_maker, m
 
 from openrlhf_drirl.advantage.experience_maker import DRIRLExperienceMaker
 from openrlhf_drirl.cli.train_ppo_ray import ESTIMATOR_FLAG, openrlhf_parser
+from openrlhf_drirl.contract import DEFAULT_CATEGORIES as DEFAULT
 from openrlhf_drirl.contract import LabelError
 
 # OpenRLHF's own estimators, read from its parser (no copy of the list here).
@@ -294,3 +295,60 @@ def test_random_batches_never_give_nan_or_inf():
         for e in experiences:
             assert torch.isfinite(e.advantages).all() and torch.isfinite(e.returns).all(), (trial, options)
             assert all(torch.isfinite(v).all() for v in e.info.values())
+
+
+def grpo_s_direct(rewards, categories, similarity, gap, **drirl):
+    """The registered function called directly, as any caller may (no experience maker around it)."""
+    from openrlhf_drirl.advantage.grpo_s import grpo_s_rewards
+
+    n = rewards.shape[1]
+    labels = [label(c) for c in categories for _ in range(n)]
+    info = {"drirl_similarity": similarity, "drirl_reward_gap": gap}
+    return grpo_s_rewards(rewards, labels, info, make_args("grpo_s", n=n, **drirl), {})
+
+
+@pytest.mark.parametrize("reference", ["batch", "group", "ema"])
+@pytest.mark.parametrize("gap_value", [-1e4, 1e4, -150.0, -95.0])
+def test_extreme_reward_gaps_give_finite_advantages(reference, gap_value):
+    # Gaps of -95 in one category (or -150 everywhere) made σ(mean gap) underflow to 0 in float32: α^M = 0/0.
+    rewards = torch.tensor([[1.0, 0.0, 0.5, 2.0], [0.0, 3.0, 1.0, 1.0]])
+    gap = torch.tensor([gap_value, gap_value * 0.5, gap_value, 0.0, gap_value, gap_value, 1.0, gap_value])
+    similarity = torch.tensor([-1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 0.0, 1.0])  # the ends of [-1, 1]
+    shaped, metrics = grpo_s_direct(rewards, ["insult", "physical_harm"], similarity, gap, reference=reference)
+    assert torch.isfinite(shaped).all()
+    assert all(torch.isfinite(torch.as_tensor(v)).all() for v in metrics.values())
+
+
+def test_alpha_m_in_log_space_equals_the_formula_where_float64_can_compute_it():
+    # One category, gaps with an outlier: α^M = σ(mean of kept) / σ(mean), computed here in float64 directly.
+    gap = torch.tensor([-120.0, -121.0, -119.0, -300.0])
+    rewards = torch.tensor([[1.0, 0.0, 0.5, 2.0]])
+    shaped, metrics = grpo_s_direct(rewards, ["insult"], torch.zeros(4), gap, hardness_terms="model")
+    g = gap.double()
+    kept = g[(g - g.mean()) ** 2 <= (1.5 * g.std(unbiased=False)) ** 2]
+    expected = torch.sigmoid(kept.mean()) / torch.sigmoid(g.mean())
+    assert float(metrics["drirl/alpha_M"][0]) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_grpo_s_is_finite_for_inputs_over_many_orders_of_magnitude():
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        num_groups, n = int(torch.randint(1, 6, (1,), generator=generator)), int(
+            torch.randint(2, 9, (1,), generator=generator)
+        )
+        scale = lambda size: 10 ** (torch.rand(size, generator=generator, dtype=torch.float64) * 36 - 6)  # noqa: E731
+        sign = lambda size: torch.randint(0, 2, size, generator=generator) * 2 - 1  # noqa: E731
+        rewards = (sign((num_groups, n)) * scale((num_groups, n))).float()
+        gap = (sign((num_groups * n,)) * scale((num_groups * n,))).float()
+        similarity = torch.rand(num_groups * n, generator=generator) * 2 - 1
+        categories = [DEFAULT[int(i)] for i in torch.randint(0, 7, (num_groups,), generator=generator)]
+        drirl = dict(
+            reference=["batch", "group", "ema"][trial % 3], hardness_terms=["both", "data", "model"][trial % 3 - 1]
+        )
+        shaped, _ = grpo_s_direct(rewards, categories, similarity, gap, **drirl)
+        assert torch.isfinite(shaped).all(), (trial, rewards, gap, drirl)
+
+
+def test_one_sample_per_group_is_a_clear_error_when_called_directly():
+    with pytest.raises(ValueError, match="n_samples_per_prompt > 1"):
+        grpo_s_direct(torch.tensor([[1.0], [0.0]]), ["insult", "insult"], torch.zeros(2), torch.zeros(2))

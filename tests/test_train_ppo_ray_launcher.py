@@ -7,9 +7,8 @@ import os
 import re
 import subprocess
 import sys
-from unittest import mock
-
 from types import SimpleNamespace
+from unittest import mock
 
 import openrlhf.utils
 import pytest
@@ -362,7 +361,14 @@ def test_training_without_vllm_says_so(monkeypatch, capsys):
 def test_help_lists_a_user_estimator_in_a_fresh_process():
     """The README's command, as a new user runs it beside their module (the package never imports it)."""
     result = subprocess.run(
-        [sys.executable, "-m", "openrlhf_drirl.cli.train_ppo_ray", "--drirl.estimator_modules", "my_estimators", "--help"],
+        [
+            sys.executable,
+            "-m",
+            "openrlhf_drirl.cli.train_ppo_ray",
+            "--drirl.estimator_modules",
+            "my_estimators",
+            "--help",
+        ],
         cwd=TESTS_DIR,
         capture_output=True,
         text=True,

@@ -34,6 +34,9 @@ from openrlhf_drirl.contract import (
     parse_categories,
 )
 
+# e^80 ≈ 5.5e34: the largest (and 1 / the smallest) scale sigmoid_ratio returns.
+MAX_LOG_SCALE = 80.0
+
 _REWARD_FUNC_HINT = (
     "the reward function must return it per sample in extra_logs (openrlhf_drirl.cli.serve_category_rm and "
     f"openrlhf_drirl/reward/reward_func.py do; a custom reward function must return both {SIMILARITY_KEY!r} and "
@@ -51,7 +54,10 @@ class GRPOSConfig:
     )
     hardness_terms: str = field(
         default="both",
-        metadata={"choices": ["both", "data", "model"], "help": "α = α^D·α^M (both), α^D only (data) or α^M only (model)"},
+        metadata={
+            "choices": ["both", "data", "model"],
+            "help": "α = α^D·α^M (both), α^D only (data) or α^M only (model)",
+        },
     )
     reference: str = field(
         default="batch",
@@ -62,9 +68,7 @@ class GRPOSConfig:
         },
     )
     ema_decay: float = field(default=0.9, metadata={"help": "EMA decay for --drirl.reference ema"})
-    outlier_k: float = field(
-        default=1.5, metadata={"help": "reward-gap outlier filter: keep (g - m)^2 <= (k·std)^2"}
-    )
+    outlier_k: float = field(default=1.5, metadata={"help": "reward-gap outlier filter: keep (g - m)^2 <= (k·std)^2"})
     alpha_clip: Optional[Tuple[float, float]] = field(
         default=None,
         metadata={"type": float, "nargs": 2, "metavar": ("LOW", "HIGH"), "help": "clamp α to [LOW, HIGH]"},
@@ -105,13 +109,21 @@ def group_normalized_rewards(rewards: torch.Tensor) -> torch.Tensor:
 
 
 def segment_sum(values: torch.Tensor, segment_ids: torch.Tensor, num_segments: int) -> torch.Tensor:
-    return torch.zeros(num_segments, dtype=values.dtype).index_add_(0, segment_ids, values)
+    return torch.zeros(num_segments, dtype=values.dtype, device=values.device).index_add_(0, segment_ids, values)
 
 
 def segment_mean(values: torch.Tensor, segment_ids: torch.Tensor, num_segments: int) -> torch.Tensor:
     """Mean of ``values`` per segment id; segments with no sample get 0 (they are never gathered)."""
     counts = segment_sum(torch.ones_like(values), segment_ids, num_segments)
     return segment_sum(values, segment_ids, num_segments) / counts.clamp(min=1)
+
+
+def sigmoid_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """σ(a) / σ(b) as exp(log σ(a) - log σ(b)): σ(b) underflows to 0 for b below about -100 in float32 (a reward gap
+    of -150 gave 0/0 = NaN); the log form stays finite. |log ratio| is capped at MAX_LOG_SCALE so α · z stays finite
+    even for gaps of -1e30; OpenRLHF's --reward.clip_range bounds the shaped reward anyway."""
+    log_ratio = torch.nn.functional.logsigmoid(numerator) - torch.nn.functional.logsigmoid(denominator)
+    return torch.exp(log_ratio.clamp(-MAX_LOG_SCALE, MAX_LOG_SCALE))
 
 
 def data_hardness_scale(
@@ -127,7 +139,7 @@ def data_hardness_scale(
     dissimilarity = 1.0 - similarity
     if mean_dissimilarity is None:
         mean_dissimilarity = segment_mean(dissimilarity, segment_ids, num_segments)
-    return torch.sigmoid(dissimilarity) / torch.sigmoid(mean_dissimilarity[segment_ids]), mean_dissimilarity
+    return sigmoid_ratio(dissimilarity, mean_dissimilarity[segment_ids]), mean_dissimilarity
 
 
 def model_responsiveness_scale(
@@ -154,7 +166,7 @@ def model_responsiveness_scale(
     kept_mean = segment_sum(reward_gap * kept, segment_ids, num_segments) / segment_sum(
         kept.to(reward_gap.dtype), segment_ids, num_segments
     ).clamp(min=1)
-    return torch.sigmoid(kept_mean) / torch.sigmoid(center), kept
+    return sigmoid_ratio(kept_mean, center), kept
 
 
 def _per_sample_info(info: Dict[str, torch.Tensor], key: str, num_samples: int, disable_hint: str) -> torch.Tensor:
@@ -163,7 +175,7 @@ def _per_sample_info(info: Dict[str, torch.Tensor], key: str, num_samples: int, 
             f"GRPO-S needs experience.info[{key!r}] but the rollout has only {sorted(info)}: {_REWARD_FUNC_HINT}; "
             f"or {disable_hint}"
         )
-    values = info[key].float()
+    values = info[key].double()
     bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
     if bad:
         raise ValueError(
@@ -179,7 +191,7 @@ def _ema_update(state: dict, name: str, batch_means: torch.Tensor, present: Sequ
     for c in present:
         batch_value = float(batch_means[categories.index(c)])
         running[c] = batch_value if c not in running else decay * running[c] + (1 - decay) * batch_value
-    return torch.tensor([running.get(c, 0.0) for c in categories], dtype=batch_means.dtype)
+    return torch.tensor([running.get(c, 0.0) for c in categories], dtype=batch_means.dtype, device=batch_means.device)
 
 
 def check_grpo_s_args(args) -> None:
@@ -200,19 +212,25 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
     """GRPO-S shaped rewards α_i · z_i for a (P, n) rollout batch; see the module docstring for the formulas."""
     config = GRPOSConfig.from_args(args)
     num_groups, n = rewards.shape
-    num_samples = num_groups * n
+    if n < 2:
+        raise ValueError(
+            f"GRPO-S normalises rewards within each prompt's group, but the groups have {n} sample: set "
+            "--rollout.n_samples_per_prompt > 1 (rewards must have shape (prompts, n) with n >= 2)"
+        )
+    num_samples, device = num_groups * n, rewards.device
     categories = list(config.categories)
     # A group's n samples answer one prompt and carry its label: one parse per group (the hot part at 8k samples).
-    category = torch.tensor(category_ids(labels, categories, stride=n), dtype=torch.long).repeat_interleave(n)
+    category = torch.tensor(category_ids(labels, categories, stride=n), device=device).repeat_interleave(n)
     present = [c for i, c in enumerate(categories) if bool((category == i).any())]
     if config.reference == "group":
-        segment, num_segments = torch.arange(num_groups).repeat_interleave(n), num_groups
+        segment, num_segments = torch.arange(num_groups, device=device).repeat_interleave(n), num_groups
     else:
         segment, num_segments = category, len(categories)
 
-    z = group_normalized_rewards(rewards).reshape(-1)
-    alpha_data = torch.ones(num_samples)
-    alpha_model = torch.ones(num_samples)
+    # float64 inside: gaps and rewards far from 0 (1e20) would overflow their squares in float32.
+    z = group_normalized_rewards(rewards.double()).reshape(-1)
+    alpha_data = torch.ones(num_samples, dtype=torch.float64, device=device)
+    alpha_model = torch.ones(num_samples, dtype=torch.float64, device=device)
     metrics = {}
     if config.hardness_terms in ("both", "data"):
         similarity = _per_sample_info(info, SIMILARITY_KEY, num_samples, "use --drirl.hardness_terms model")
@@ -247,10 +265,10 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
     metrics.update({"drirl/alpha": alpha, "drirl/alpha_D": alpha_data, "drirl/alpha_M": alpha_model})
     for name, values in (("alpha", alpha), ("alpha_D", alpha_data)):
         metrics[f"drirl/{name}_min"], metrics[f"drirl/{name}_max"] = values.min(), values.max()
-    flat_rewards = rewards.reshape(-1)
+    flat_rewards = rewards.reshape(-1).double()
     for c in present:
         in_category = category == categories.index(c)
         metrics[f"drirl/reward_mean/{c}"] = flat_rewards[in_category].mean()
         metrics[f"drirl/alpha_M/{c}"] = alpha_model[in_category].mean()
         metrics[f"drirl/alpha_D_mean/{c}"] = alpha_data[in_category].mean()
-    return (alpha * z).reshape(num_groups, n), metrics
+    return (alpha * z).reshape(num_groups, n).to(rewards.dtype), metrics

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
-from openrlhf_drirl.generation import Generation, Prompt, as_messages, check_sampling
+from openrlhf_drirl.generation import Generation, GenerationError, Prompt, as_messages, check_sampling
 
 
 class PerRowSeededSampler(LogitsProcessor):
@@ -51,9 +51,12 @@ class HFGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if isinstance(model, str):
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval()
+            try:
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+                loaded = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+            except OSError as e:
+                raise GenerationError(f"cannot load the causal LM {model!r}: pass a Hugging Face checkpoint ({e})")
+            model = loaded.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         if tokenizer is None:
             raise ValueError("HFGenerator needs the tokenizer of a loaded model")
         self.model, self.tokenizer, self.chat, self.batch_size = model, tokenizer, chat, batch_size
@@ -86,7 +89,9 @@ class HFGenerator:
             width = max(len(r) for r in rows)
             input_ids = torch.tensor([[self.pad_token_id] * (width - len(r)) + r for r in rows])
             attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-            sampler = [] if temperature == 0 else [PerRowSeededSampler(seeds[start : start + len(rows)], temperature, top_p)]
+            sampler = (
+                [] if temperature == 0 else [PerRowSeededSampler(seeds[start : start + len(rows)], temperature, top_p)]
+            )
             output = self.model.generate(
                 input_ids=input_ids.to(self.model.device),
                 attention_mask=attention_mask.to(self.model.device),

@@ -68,7 +68,11 @@ class OpenAICompatibleGenerator:
                 f"{self.url} failed {self.retries + 1} times, last error {type(e).__name__}: {e}: is the server up?"
             ) from None
         if response.status_code != 200:
-            fix = "is the server up?" if response.status_code in RETRY_STATUSES else "check the model name, the URL and the API key"
+            fix = (
+                "is the server up?"
+                if response.status_code in RETRY_STATUSES
+                else "check the model name, the URL and the API key"
+            )
             raise GenerationError(
                 f"{self.url} answered HTTP {response.status_code} (after up to {self.retries} retries): "
                 f"{response.text[:300]} ({fix})"

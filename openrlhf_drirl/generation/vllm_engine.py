@@ -48,6 +48,10 @@ class VLLMGenerator:
         else:
             outputs = self.llm.generate(list(prompts), sampling_params=params, use_tqdm=False)
         return [
-            Generation(o.outputs[0].text, len(o.outputs[0].token_ids), "length" if o.outputs[0].finish_reason == "length" else "stop")
+            Generation(
+                o.outputs[0].text,
+                len(o.outputs[0].token_ids),
+                "length" if o.outputs[0].finish_reason == "length" else "stop",
+            )
             for o in outputs
         ]

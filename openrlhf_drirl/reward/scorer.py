@@ -32,7 +32,6 @@ from openrlhf_drirl.contract import (
 from openrlhf_drirl.reward.data import left_pad, reward_text
 
 
-
 class RewardRequestError(ValueError):
     """A request the scorer cannot score; ``field`` names the offending field, the message says the fix."""
 

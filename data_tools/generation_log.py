@@ -1,0 +1,305 @@
+"""Generation that survives a kill: paraphrase fill, demonstrations, CoT samples, base-policy samples.
+
+Each request's seed comes from (--seed, stage, record id, attempt), and a record's result is appended to its
+OUTPUT_DIR/work/*.jsonl log as one line once its retries are done. A rerun skips the logged records, so a run killed
+at any point and started again with the same flags logs what an uninterrupted run logs.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from typing import Callable, Dict, List, NamedTuple, Optional
+
+from tqdm import tqdm
+
+from data_tools import DatasetBuildError
+from data_tools.cod_format import (
+    PARAPHRASE_TEMPLATE,
+    check_demonstration,
+    has_refusal,
+    load_refusal_phrases,
+    load_seed_demonstrations,
+    load_template,
+    render_prompt,
+)
+from data_tools.plan import Plan
+from data_tools.similarity import drop_near_duplicates, find_eval_overlap
+from openrlhf_drirl.contract import CATEGORY_KEY, PROMPT_KEY
+from openrlhf_drirl.generation import GenerationError, build_generator
+
+
+class AppendLog:
+    """Append-only JSONL keyed by record id. A line cut short by a kill is truncated away when reopened."""
+
+    def __init__(self, path: str):
+        self.path, self.records = path, {}
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            if len(complete) < len(data):
+                with open(path, "r+b") as f:
+                    f.truncate(len(complete))
+            for line in complete.splitlines():
+                record = json.loads(line)
+                self.records[record["id"]] = record
+        self.file = open(path, "a", encoding="utf-8")
+
+    def append(self, records: List[dict]):
+        for record in records:
+            self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.records[record["id"]] = record
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+
+def request_seed(seed: int, stage: str, record_id: str, attempt: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{stage}:{record_id}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def generate_logged(
+    generator,
+    stage: str,
+    records: List[dict],
+    log: AppendLog,
+    make_prompt: Callable[[dict], str],
+    check: Callable[[str], Optional[str]],
+    max_attempts: int,
+    max_new_tokens: int,
+    temperature: float,
+    args,
+    progress: tqdm,
+):
+    """Generate for the records not yet in ``log``, retrying invalid outputs; one log line per record."""
+    todo = [r for r in records if r["id"] not in log.records]
+    progress.update(len(records) - len(todo))
+    for start in range(0, len(todo), args.gen_batch_size):
+        chunk = todo[start : start + args.gen_batch_size]
+        results = {r["id"]: {"id": r["id"], "status": "failed", "invalid": []} for r in chunk}
+        pending, started = chunk, time.time()
+        for attempt in range(max_attempts):
+            outputs = generator.generate(
+                [make_prompt(r) for r in pending],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seeds=[request_seed(args.seed, stage, r["id"], attempt) for r in pending],
+            )
+            retry = []
+            for record, output in zip(pending, outputs):
+                text, tokens = output.text.strip(), output.num_tokens
+                reason, result = check(text), results[record["id"]]
+                if reason is None:
+                    result.update(status="ok", text=text, tokens=tokens, attempt=attempt)
+                else:
+                    result["invalid"].append({"attempt": attempt, "text": text, "tokens": tokens, "reason": reason})
+                    retry.append(record)
+            pending = retry
+            if not pending:
+                break
+        seconds = round((time.time() - started) / len(chunk), 4)
+        log.append([{**results[r["id"]], "seconds": seconds} for r in chunk])
+        progress.update(len(chunk))
+
+
+def paraphrase_shortfalls(plan: Plan, generator, log: AppendLog, args) -> List[dict]:
+    """Paraphrases of each short category's prompts (cycling through them), appended to ``plan.candidates`` until the
+    category has ``plan.n``; returns the paraphrases dropped.
+
+    A paraphrase is kept when it is not empty, not a refusal, and neither overlaps an evaluation prompt nor nearly
+    duplicates any prompt kept so far (same measure and threshold as the rest of the pipeline).
+    """
+    template, phrases = load_template(PARAPHRASE_TEMPLATE), load_refusal_phrases(args.refusal_phrases)
+    candidates = plan.candidates
+    existing = [r for rows in candidates.values() for r in rows]
+    requests = []
+    for rows in candidates.values():
+        for i in range(plan.n - len(rows) if rows else 0):
+            original = rows[i % len(rows)]
+            requests.append({"id": f"{original['id']}-para{i // len(rows)}", "original": original})
+    with tqdm(total=len(requests), desc="paraphrases", unit="rec", dynamic_ncols=True) as progress:
+        generate_logged(
+            generator,
+            "paraphrase",
+            requests,
+            log,
+            lambda r: template.render(prompt=r["original"][PROMPT_KEY]).strip(),
+            lambda text: None if text.strip() and not has_refusal(text, phrases) else "empty or refused",
+            args.max_attempts,
+            args.gen_max_new_tokens,
+            args.gen_temperature,
+            args,
+            progress,
+        )
+    made = [
+        {
+            **r["original"],
+            "id": r["id"],
+            PROMPT_KEY: log.records[r["id"]]["text"],
+            "source": r["original"]["source"] + "+paraphrase",
+            "paraphrase_of": r["original"]["id"],
+        }
+        for r in requests
+        if log.records[r["id"]]["status"] == "ok"
+    ]
+    method, threshold = args.near_dup_method, args.near_dup_threshold
+    made, overlapping = find_eval_overlap(made, plan.eval_prompts, method, threshold, plan.encoder)
+    kept, duplicates = drop_near_duplicates(existing + made, method, threshold, plan.encoder)
+    kept_ids = {r["id"] for r in kept}
+    for r in made:
+        if r["id"] in kept_ids:
+            candidates[r[CATEGORY_KEY]].append(r)
+    return overlapping + duplicates  # the existing prompts are already free of near duplicates
+
+
+def select_with_demonstrations(candidates: Dict[str, List[dict]], n: int, generate: Callable[[List[dict]], None], log):
+    """Per category, the first ``n`` candidates (in their seeded order) whose demonstration is valid.
+
+    Works in waves: each wave asks for as many next candidates as each category still lacks, so invalid ones are
+    replaced by the following candidates and the result does not depend on where an earlier run stopped.
+    """
+    accepted = {c: [] for c in candidates}
+    cursor = {c: 0 for c in candidates}
+    while True:
+        wave = {c: rows[cursor[c] : cursor[c] + n - len(accepted[c])] for c, rows in candidates.items()}
+        if not any(wave.values()):
+            return accepted
+        generate([r for rows in wave.values() for r in rows])
+        for c, rows in wave.items():
+            cursor[c] += len(rows)
+            accepted[c] += [r for r in rows if log.records[r["id"]]["status"] == "ok"]
+
+
+def make_generator(args, role: str):
+    """The generator of ``role`` ("gen" or "policy"), from its --ROLE.* flags and the backend's own flags."""
+    backend, model = getattr(args, f"{role}_backend"), getattr(args, f"{role}_model")
+    if backend == "openai":
+        kwargs = {
+            "api_key": os.environ.get(getattr(args, f"{role}_api_key_env")),
+            "timeout": args.http_timeout,
+            "retries": args.http_retries,
+            "concurrency": args.http_concurrency,
+        }
+    elif backend == "vllm":
+        kwargs = {
+            "tensor_parallel_size": args.vllm_tensor_parallel_size,
+            "gpu_memory_utilization": args.vllm_gpu_memory_utilization,
+        }
+    else:
+        kwargs = {"batch_size": args.hf_batch_size}
+    try:
+        return build_generator(backend, model, url=getattr(args, f"{role}_url"), **kwargs)
+    except OSError as e:  # transformers: no such folder or hub name
+        raise DatasetBuildError(
+            f"--{role}.model {model!r} cannot be loaded ({e}): pass a model folder or name"
+        ) from None
+
+
+@contextlib.contextmanager
+def naming_role(role: str):
+    """A generation error says which model failed and which flags set it up."""
+    try:
+        yield
+    except GenerationError as e:
+        raise DatasetBuildError(
+            f"{'generator' if role == 'gen' else 'base policy'}: {e} [set by --{role}.backend, --{role}.model, "
+            f"--{role}.url, --{role}.api_key_env]"
+        ) from None
+
+
+class Generated(NamedTuple):
+    accepted: Dict[str, List[dict]]  # per category, the records with a valid demonstration, in the seeded order
+    cot_rows: List[dict]  # the records that also got a CoT sample
+    demo_log: AppendLog
+    cot_log: AppendLog
+    policy_log: AppendLog
+    paraphrases_dropped: Optional[List[dict]]  # None without --data.paraphrase_fill
+
+
+def run_generation(args, plan: Plan, timings: dict) -> Generated:
+    """Paraphrases (with --data.paraphrase_fill), demonstrations selecting the first N valid per category, CoT samples
+    from the generator, then base-policy samples; each stage's seconds go to ``timings``."""
+    work = os.path.join(args.output_dir, "work")
+    phrases = load_refusal_phrases(args.refusal_phrases)
+    seeds = load_seed_demonstrations(args.seed_demonstrations)
+    template, cot_template = load_template(args.gen_template), load_template("cot")
+    draft_limit = None if args.gen_template == "cot" else args.max_draft_words
+    demo_log = AppendLog(os.path.join(work, "demonstrations.jsonl"))
+    policy_log = AppendLog(os.path.join(work, "policy_samples.jsonl"))
+    cot_log = AppendLog(os.path.join(work, "cot_samples.jsonl"))
+    dropped = None
+
+    def demo_prompt(record):
+        examples = seeds.get(record[CATEGORY_KEY], [])[: args.num_examples]
+        return render_prompt(template, record[PROMPT_KEY], examples, args.max_draft_words)
+
+    t = time.time()
+    with naming_role("gen"):
+        generator = make_generator(args, "gen")
+        if args.paraphrase_fill:
+            paraphrase_log = AppendLog(os.path.join(work, "paraphrases.jsonl"))
+            dropped = paraphrase_shortfalls(plan, generator, paraphrase_log, args)
+            timings["paraphrases"] = round(time.time() - t, 2)
+        with tqdm(total=plan.n * len(plan.categories), desc="demonstrations", unit="rec", dynamic_ncols=True) as bar:
+
+            def generate_demonstrations(rows):
+                bar.total = max(bar.total, bar.n + len(rows))
+                generate_logged(
+                    generator,
+                    "demo",
+                    rows,
+                    demo_log,
+                    demo_prompt,
+                    lambda text: check_demonstration(text, phrases, draft_limit),
+                    args.max_attempts,
+                    args.gen_max_new_tokens,
+                    args.gen_temperature,
+                    args,
+                    bar,
+                )
+
+            accepted = select_with_demonstrations(plan.candidates, plan.n, generate_demonstrations, demo_log)
+        timings["demonstrations"] = round(time.time() - t, 2)
+
+        t = time.time()
+        cot_rows = [r for c in plan.categories for r in accepted[c][: args.cot_n_per_category]]
+        with tqdm(total=len(cot_rows), desc="cot samples", unit="rec", dynamic_ncols=True) as bar:
+            generate_logged(
+                generator,
+                "cot",
+                cot_rows,
+                cot_log,
+                lambda r: render_prompt(cot_template, r[PROMPT_KEY], (), args.max_draft_words),
+                lambda text: None,  # kept as sampled: only measured, validity is reported in stats
+                1,
+                args.cot_max_new_tokens,
+                args.gen_temperature,
+                args,
+                bar,
+            )
+        timings["cot_samples"] = round(time.time() - t, 2)
+    del generator  # frees its memory before the policy loads
+
+    t = time.time()
+    with naming_role("policy"):
+        policy = make_generator(args, "policy")
+        selected = [r for c in plan.categories for r in accepted[c]]
+        with tqdm(total=len(selected), desc="policy samples", unit="rec", dynamic_ncols=True) as bar:
+            generate_logged(
+                policy,
+                "policy",
+                selected,
+                policy_log,
+                lambda r: r[PROMPT_KEY],
+                lambda text: None if text.strip() else "empty output",
+                args.max_attempts,
+                args.policy_max_new_tokens,
+                args.policy_temperature,
+                args,
+                bar,
+            )
+    del policy
+    timings["policy_samples"] = round(time.time() - t, 2)
+    return Generated(accepted, cot_rows, demo_log, cot_log, policy_log, dropped)

@@ -1,0 +1,192 @@
+"""The files a run writes, all derived from the plan and the generation logs in the seeded order.
+
+Prompt rows (GRPO-S): ``{PROMPT_KEY: text, LABEL_KEY: make_label(category, demonstration, id=, source=),
+DATASOURCE_KEY: category}``; the datasource lets OpenRLHF's --eval.dataset log held-out reward per category.
+IRL pair rows (category reward model): ``{"id", PROMPT_KEY, CATEGORY_KEY, "chosen": demonstration, "rejected":
+base-policy sample}``. Also rejects.jsonl, the reports of what the plan left out, stats.json and stats.png.
+"""
+
+import json
+import os
+import statistics
+import time
+from collections import Counter
+from typing import Dict, List
+
+from data_tools.cod_format import check_demonstration, has_refusal, load_refusal_phrases
+from openrlhf_drirl.contract import CATEGORY_KEY, DATASOURCE_KEY, LABEL_KEY, PROMPT_KEY, make_label
+
+
+def write_jsonl(path: str, rows: List[dict]):
+    # Derived files are rewritten whole each run: write aside, then rename, so a kill never leaves half a file.
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def write_json(path: str, data: dict):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+    os.replace(path + ".tmp", path)
+
+
+def reason_counts(rows: List[dict], key: str) -> Dict[str, int]:
+    """How many rows per reason kind (the text before the first ':'), most frequent first."""
+    return dict(Counter(r[key].split(":")[0] for r in rows).most_common())
+
+
+def write_plan_reports(out: str, plan):
+    """What the plan left out, each row with why: written on every run, --plan_only included."""
+    write_jsonl(os.path.join(out, "eval_overlap.jsonl"), plan.eval_overlap)
+    write_jsonl(os.path.join(out, "duplicates.jsonl"), plan.duplicates)
+    write_jsonl(os.path.join(out, "unmapped.jsonl"), plan.unmapped)
+
+
+def write_plan(out: str, plan, config_hash: str) -> dict:
+    """--plan_only: plan.jsonl (the balanced selection order) and its stats.json."""
+    rows = [{**r, "order": i} for c in plan.categories for i, r in enumerate(plan.candidates[c][: plan.n])]
+    write_jsonl(os.path.join(out, "plan.jsonl"), rows)
+    stats = {
+        "config_hash": config_hash,
+        "counts": plan.counts,
+        "unmapped_reasons": reason_counts(plan.unmapped, "unmapped_reason"),
+    }
+    stats["per_category"] = {
+        c: {"candidates": len(plan.candidates[c]), "planned": min(plan.n, len(plan.candidates[c]))}
+        for c in plan.categories
+    }
+    write_json(os.path.join(out, "stats.json"), stats)
+    return stats
+
+
+def write_dataset(args, plan, generated, config_hash: str, timings: dict, started: float) -> dict:
+    """Splits, prompt and pair rows, rejects, stats.json and stats.png; returns the stats."""
+    out, accepted = args.output_dir, generated.accepted
+    demos, samples = generated.demo_log.records, generated.policy_log.records
+    splits = {"train": [], "heldout": []}
+    per_category = {}
+    for c in plan.categories:
+        # At least one held-out record per category whenever a split is asked for and there are two to split.
+        k = round(len(accepted[c]) * args.heldout_ratio)
+        k = max(k, 1) if args.heldout_ratio > 0 and len(accepted[c]) >= 2 else k
+        splits["heldout"] += accepted[c][:k]
+        splits["train"] += accepted[c][k:]
+        tried = [demos[r["id"]] for r in plan.candidates[c] if r["id"] in demos]
+        per_category[c] = {
+            "candidates": len(plan.candidates[c]),
+            "paraphrases": sum("-para" in r["id"] for r in plan.candidates[c]),
+            "selected": len(accepted[c]),
+            "train": len(accepted[c]) - k,
+            "heldout": k,
+            "shortfall": plan.n - len(accepted[c]),
+            "generated": len(tried),
+            "invalid_outputs": sum(len(d["invalid"]) for d in tried),
+            "failed_records": sum(d["status"] != "ok" for d in tried),
+            "policy_failed": sum(samples[r["id"]]["status"] != "ok" for r in accepted[c]),
+        }
+    for split, rows in splits.items():
+        prompts, pairs = [], []
+        for r in rows:
+            demonstration, category = demos[r["id"]]["text"], r[CATEGORY_KEY]
+            label = make_label(category, demonstration, id=r["id"], source=r["source"])
+            prompts.append({PROMPT_KEY: r[PROMPT_KEY], LABEL_KEY: label, DATASOURCE_KEY: category})
+            if samples[r["id"]]["status"] == "ok":
+                pair = {"id": r["id"], PROMPT_KEY: r[PROMPT_KEY], CATEGORY_KEY: category, "chosen": demonstration}
+                pairs.append({**pair, "rejected": samples[r["id"]]["text"]})
+        write_jsonl(os.path.join(out, f"prompts.{split}.jsonl"), prompts)
+        write_jsonl(os.path.join(out, f"irl_pairs.{split}.jsonl"), pairs)
+
+    rejects = []
+    by_id = {r["id"]: r for rows in plan.candidates.values() for r in rows}
+    for stage, log in (("demo", generated.demo_log), ("policy", generated.policy_log)):
+        for record_id, result in log.records.items():
+            for bad in result["invalid"]:
+                record = by_id[record_id]
+                rejects.append(
+                    {
+                        "stage": stage,
+                        "id": record_id,
+                        "category": record[CATEGORY_KEY],
+                        "prompt": record[PROMPT_KEY],
+                        **bad,
+                    }
+                )
+    rejects.sort(key=lambda r: (r["stage"], r["id"], r["attempt"]))
+    write_jsonl(os.path.join(out, "rejects.jsonl"), rejects)
+
+    counts = dict(plan.counts)
+    if generated.paraphrases_dropped is not None:
+        write_jsonl(os.path.join(out, "paraphrases_dropped.jsonl"), generated.paraphrases_dropped)
+        counts["paraphrases_dropped"] = len(generated.paraphrases_dropped)
+    counts.update(train=len(splits["train"]), heldout=len(splits["heldout"]), rejects=len(rejects))
+    phrases = load_refusal_phrases(args.refusal_phrases)
+    selected = [r for c in plan.categories for r in accepted[c]]
+    cod_results = [demos[r["id"]] for r in selected]
+    cot_results = [generated.cot_log.records[r["id"]] for r in generated.cot_rows]
+    tokens = {"cod": token_summary(cod_results), "cot": token_summary(cot_results)}
+    tokens["cot_valid_fraction"] = (
+        round(sum(check_demonstration(r["text"], phrases, None) is None for r in cot_results) / len(cot_results), 3)
+        if cot_results
+        else None
+    )
+    if tokens["cod"].get("mean") and tokens["cot"].get("mean"):
+        tokens["cot_over_cod"] = round(tokens["cot"]["mean"] / tokens["cod"]["mean"], 2)
+    timings["total_this_run"] = round(time.time() - started, 2)
+    stats = {
+        "config_hash": config_hash,
+        "seed": args.seed,
+        "counts": counts,
+        "per_category": per_category,
+        "unmapped_reasons": reason_counts(plan.unmapped, "unmapped_reason"),
+        "invalid_reasons": reason_counts(rejects, "reason"),
+        "refusals_in_policy_samples": sum(has_refusal(samples[r["id"]].get("text", ""), phrases) for r in selected),
+        "tokens": tokens,
+        "seconds": timings,
+    }
+    write_json(os.path.join(out, "stats.json"), stats)
+    plot_stats(stats, os.path.join(out, "stats.png"))
+    return stats
+
+
+def token_summary(results: List[dict]) -> dict:
+    tokens = [r["tokens"] for r in results if r.get("tokens") is not None]
+    words = [len(r["text"].split()) for r in results]
+    seconds = [r["seconds"] for r in results]
+    if not results:
+        return {"n": 0}
+    return {
+        "n": len(results),
+        "mean": round(statistics.mean(tokens), 2) if tokens else None,
+        "median": statistics.median(tokens) if tokens else None,
+        "mean_words": round(statistics.mean(words), 2),
+        "mean_seconds_per_record": round(statistics.mean(seconds), 4),
+    }
+
+
+def plot_stats(stats: dict, path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    categories = list(stats["per_category"])
+    train = [stats["per_category"][c]["train"] for c in categories]
+    heldout = [stats["per_category"][c]["heldout"] for c in categories]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 1]})
+    left.bar(categories, train, label="train")
+    left.bar(categories, heldout, bottom=train, label="held-out")
+    left.set_ylabel("records")
+    left.set_title("records per category")
+    left.tick_params(axis="x", labelrotation=35)
+    left.legend()
+    tokens = stats["tokens"]
+    names = [k for k in ("cod", "cot") if tokens.get(k, {}).get("n")]
+    right.bar(
+        [k.upper() for k in names], [tokens[k]["mean"] for k in names], color=["tab:green", "tab:red"][: len(names)]
+    )
+    right.set_ylabel("mean generated tokens")
+    right.set_title("tokens per demonstration")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
