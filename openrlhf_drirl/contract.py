@@ -61,13 +61,17 @@ class LabelError(ValueError):
 
 
 def parse_categories(spec: Optional[Any]) -> Tuple[str, ...]:
-    """Category list from ``None`` (the default seven), a comma-separated string, or a sequence of names."""
-    if spec is None or spec == "":
+    """Category list from ``None`` (the default seven), a comma-separated string, or a sequence of names. An empty
+    list is an error (a flag given as '' is a mistake, not a request for the defaults)."""
+    if spec is None:
         return DEFAULT_CATEGORIES
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
     names = [n for n in names if n]
     if not names:
-        raise ValueError("the category list is empty: pass comma-separated names, e.g. 'insult,physical_harm'")
+        raise ValueError(
+            f"the category list {spec!r} is empty: pass comma-separated names, e.g. 'insult,physical_harm', or leave "
+            "the flag out for the seven defaults"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"the category list {names} repeats a name: each category must appear once")
     return tuple(names)

@@ -102,11 +102,17 @@ def test_builtin_estimator_still_parses(launch):
         ({"--algo.advantage.estimator": "grpo_z"}, "invalid choice: 'grpo_z'"),
         ({"--drirl.ema_decay": "1.5"}, "--drirl.ema_decay is 1.5"),
         ({"--reward.remote_url": None}, "--reward.remote_url"),
+        ({"--algo.advantage.estimator": "group_norm"}, "--drirl.reference is a flag of --algo.advantage.estimator"),
+        ({"--drirl.categories": ""}, "the category list '' is empty"),
+        ({"--drirl.categories": " , "}, "is empty"),
     ],
 )
 def test_bad_command_lines_exit_with_a_message(monkeypatch, capsys, change, message):
     command = list(GRPO_S_COMMAND)
     for flag, value in change.items():
+        if flag not in command:
+            command += [flag, value]
+            continue
         i = command.index(flag)
         if value is None:
             del command[i : i + 2]

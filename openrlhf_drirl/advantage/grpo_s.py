@@ -50,7 +50,7 @@ class GRPOSConfig:
 
     categories: Tuple[str, ...] = field(
         default=DEFAULT_CATEGORIES,
-        metadata={"type": parse_categories, "help": "comma-separated category names of the labels' 'category' field"},
+        metadata={"type": str, "help": "comma-separated category names of the labels' 'category' field"},
     )
     hardness_terms: str = field(
         default="both",

@@ -22,7 +22,7 @@ import json
 import os
 import runpy
 import sys
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import ray
 
@@ -48,7 +48,8 @@ def exit_with_error(message: str) -> None:
     sys.exit(2)
 
 
-def _extend_parser(parser: argparse.ArgumentParser) -> None:
+def _extend_parser(parser: argparse.ArgumentParser) -> Dict[str, List[str]]:
+    """Add the registered estimators and their flags; returns, per added flag, the estimators that own it."""
     estimator_action = parser._option_string_actions[ESTIMATOR_FLAG]
     clashes = sorted(set(ADVANTAGE_ESTIMATORS) & set(estimator_action.choices))
     if clashes:
@@ -63,17 +64,34 @@ def _extend_parser(parser: argparse.ArgumentParser) -> None:
         help="comma-separated modules that register advantage estimators (imported here and in every Ray worker; "
         "installed packages can use the entry-point group openrlhf_drirl.advantage_estimators instead)",
     )
-    added = set()
+    flags_of, owners = {}, {}
     for estimator in ADVANTAGE_ESTIMATORS.values():
-        if estimator.add_arguments is not None and estimator.add_arguments not in added:
+        if estimator.add_arguments is None:
+            continue
+        if estimator.add_arguments not in flags_of:
+            before = set(parser._option_string_actions)
             estimator.add_arguments(parser)
-            added.add(estimator.add_arguments)
+            flags_of[estimator.add_arguments] = set(parser._option_string_actions) - before
+        for flag in flags_of[estimator.add_arguments]:
+            owners.setdefault(flag, []).append(estimator.name)
+    return owners
 
 
-def _check_estimator_args(parser: argparse.ArgumentParser, flat_args: argparse.Namespace) -> None:
+def _check_estimator_args(
+    parser: argparse.ArgumentParser, flat_args: argparse.Namespace, owners: Dict[str, List[str]], argv: List[str]
+) -> None:
     from openrlhf.utils.config import hierarchize
 
-    estimator = ADVANTAGE_ESTIMATORS.get(getattr(flat_args, "algo.advantage.estimator"))
+    name = getattr(flat_args, "algo.advantage.estimator")
+    # A flag of an estimator that is not selected would be ignored without a word: a typo'd experiment.
+    for token in argv:
+        flag = token.split("=", 1)[0]
+        if flag in owners and name not in owners[flag]:
+            parser.error(
+                f"{flag} is a flag of --algo.advantage.estimator {' / '.join(owners[flag])}, but the estimator is "
+                f"{name}: drop the flag or select that estimator"
+            )
+    estimator = ADVANTAGE_ESTIMATORS.get(name)
     if estimator is None:
         return
     n = getattr(flat_args, "rollout.n_samples_per_prompt")
@@ -137,9 +155,9 @@ def openrlhf_with_plugin(estimator_modules: Sequence[str] = ()):
     def parse_args(parser, args=None, namespace=None):
         if ESTIMATOR_FLAG not in parser._option_string_actions:
             return original_parse_args(parser, args, namespace)
-        _extend_parser(parser)
+        owners = _extend_parser(parser)
         flat_args = original_parse_args(parser, args, namespace)
-        _check_estimator_args(parser, flat_args)
+        _check_estimator_args(parser, flat_args, owners, list(sys.argv[1:] if args is None else args))
         return flat_args
 
     def ray_init(*args, runtime_env=None, **kwargs):
