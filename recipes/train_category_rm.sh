@@ -3,12 +3,16 @@
 # Data: irl_pairs.jsonl from data_tools (chosen = CoD demonstration, rejected = base-policy sample).
 # Writes the model, eval_accuracy.json and eval_accuracy.png (held-out pairwise accuracy per category) to SAVE_PATH.
 # Rerunning the same command resumes from the last checkpoint (--ckpt.load_enable).
+# Held-out loss and pairwise accuracy per category every --eval.steps and at the end; logs to TensorBoard under
+# TB_DIR (or pass --logger.wandb.key ... for wandb). Without a GPU, run the module with python instead of deepspeed
+# (TorchStrategy, plain torch on CPU; see recipes/smoke_cpu.sh).
 # ML-IRL outer loop: add --irl.refresh_rounds 1 --irl.policy_path <current actor> to retrain on fresh policy samples.
 set -x
 
 MODEL_PATH=${MODEL_PATH:-meta-llama/Llama-3.1-8B-Instruct}
 DATASET_PATH=${DATASET_PATH:-./runs/data/irl_pairs.train.jsonl}
 SAVE_PATH=${SAVE_PATH:-./runs/category_rm}
+TB_DIR=${TB_DIR:-./runs/tensorboard}
 
 deepspeed --module openrlhf_drirl.cli.train_category_rm \
    --model.model_name_or_path "${MODEL_PATH}" \
@@ -20,6 +24,7 @@ deepspeed --module openrlhf_drirl.cli.train_category_rm \
    --data.apply_chat_template \
    --data.max_len 2048 \
    --eval.split_ratio 0.1 \
+   --eval.steps 50 \
    --train.batch_size 128 \
    --train.micro_batch_size 4 \
    --train.max_epochs 1 \
@@ -33,4 +38,6 @@ deepspeed --module openrlhf_drirl.cli.train_category_rm \
    --ckpt.output_dir "${SAVE_PATH}" \
    --ckpt.path "${SAVE_PATH}/ckpt" \
    --ckpt.save_steps 100 \
+   --logger.tensorboard_dir "${TB_DIR}" \
+   --logger.wandb.run_name category_rm \
    --ckpt.load_enable "$@"

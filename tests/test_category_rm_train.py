@@ -10,10 +10,11 @@ import time
 import pytest
 import torch
 from conftest import category_rm_train_argv, write_irl_pairs
+from openrlhf.utils.config import hierarchize
 from safetensors.torch import load_file
 
+from openrlhf_drirl.cli.train_category_rm import build_parser, main
 from openrlhf_drirl.contract import DEFAULT_CATEGORIES
-from openrlhf_drirl.cli.train_category_rm import main
 from openrlhf_drirl.reward.data import balanced_batches
 
 
@@ -71,7 +72,7 @@ def test_resume_after_kill_gives_same_result(category_rm_lm_dir, irl_pairs_path,
     )
     checkpoint_dir = str(killed_dir) + "_ckpt"
     deadline = time.time() + 120
-    while time.time() < deadline and not any(f == "global_step3.pt" for f in _listdir(checkpoint_dir)):
+    while time.time() < deadline and _latest_step(checkpoint_dir) < 3:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "training ended before it could be interrupted"
@@ -88,8 +89,13 @@ def test_resume_after_kill_gives_same_result(category_rm_lm_dir, irl_pairs_path,
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6)
 
 
-def _listdir(path):
-    return os.listdir(path) if os.path.isdir(path) else []
+def _latest_step(checkpoint_dir):
+    """The step of the newest complete checkpoint (the tag in the ``latest`` file, as DeepSpeed writes it), or 0."""
+    try:
+        with open(os.path.join(checkpoint_dir, "latest")) as f:
+            return int(f.read().removeprefix("global_step"))
+    except (FileNotFoundError, ValueError):
+        return 0
 
 
 @pytest.mark.parametrize(
@@ -131,35 +137,44 @@ def test_missing_file_and_empty_held_out_set_are_explained(category_rm_lm_dir, i
 
 def test_refresh_round_uses_new_policy_samples(category_rm_lm_dir, irl_pairs_path, tmp_path):
     """The ML-IRL outer loop: round 1 trains on rejected samples drawn by the generator, saved for resume."""
-    from openrlhf.utils.config import hierarchize
-
-    from openrlhf_drirl.cli.train_category_rm import build_parser
-    from openrlhf_drirl.reward.irl_trainer import train
+    from openrlhf_drirl.generation import Generation
+    from openrlhf_drirl.reward.irl_trainer import refresh_seeds, train
 
     seen = []
 
-    def generate(prompts):
-        seen.append(list(prompts))
-        return [f"Sure, step one for {p[:12]}." for p in prompts]
+    def generate(prompts, *, max_new_tokens, temperature, seeds):
+        seen.append((list(prompts), list(seeds)))
+        return [Generation(f"Sure, step one for {p[:12]}.", 6, "stop") for p in prompts]
 
     argv = category_rm_train_argv(
         category_rm_lm_dir, irl_pairs_path, tmp_path / "out", "--irl.refresh_rounds", "1", "--train.max_epochs", "1"
     )
     train(hierarchize(build_parser().parse_args(argv)), generate=generate)
-    assert len(seen) == 1 and len(seen[0]) == 63  # the 63 training prompts, once
+    assert len(seen) == 1 and len(seen[0][0]) == 63  # the 63 training prompts, once
+    assert seen[0][1] == refresh_seeds(42, 1, 63) and len(set(seen[0][1])) == 63  # one seed per row
     with open(tmp_path / "out" / "irl_round1_pairs.jsonl") as f:
         rows = [json.loads(line) for line in f]
     assert all(r["rejected"].startswith("Sure, step one") for r in rows)
 
 
-def test_refresh_with_transformers_generate(category_rm_lm_dir, tmp_path):
-    from openrlhf_drirl.reward.irl_trainer import make_hf_generator
+def test_refresh_with_transformers_generate(category_rm_lm_dir, irl_pairs_path, tmp_path):
+    """By default the refresh samples come from HFGenerator(--irl.policy_path), one seed per row from --train.seed,
+    the round and the row: drawing them again gives the same samples."""
+    from openrlhf_drirl.generation.hf import HFGenerator
+    from openrlhf_drirl.reward.irl_trainer import refresh_seeds, train
 
-    generate = make_hf_generator(
-        category_rm_lm_dir, max_new_tokens=4, temperature=1.0, apply_chat_template=True, seed=0
+    extra = ["--irl.refresh_rounds", "1", "--irl.policy_path", category_rm_lm_dir, "--irl.max_new_tokens", "4"]
+    argv = category_rm_train_argv(
+        category_rm_lm_dir, irl_pairs_path, tmp_path / "out", "--train.max_epochs", "1", *extra
     )
-    responses = generate(["How do I pick a lock?", "Insult my coworker."])
-    assert len(responses) == 2 and all(isinstance(r, str) for r in responses)
+    train(hierarchize(build_parser().parse_args(argv)))
+    with open(tmp_path / "out" / "irl_round1_pairs.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 63 and all(isinstance(r["rejected"], str) for r in rows)
+    redrawn = HFGenerator(category_rm_lm_dir, chat=True).generate(
+        [r["prompt"] for r in rows], max_new_tokens=4, temperature=1.0, seeds=refresh_seeds(42, 1, len(rows))
+    )
+    assert [r["rejected"] for r in rows] == [g.text for g in redrawn]
 
 
 def test_heads_learned_opposite_preferences(category_rm_dir):
@@ -176,3 +191,21 @@ def test_heads_learned_opposite_preferences(category_rm_dir):
     for index in range(7):
         refusal_reward, support_reward = scorer.rewards_of([prompt, prompt], [refusal, support], [index, index])
         assert (refusal_reward > support_reward) == (index % 2 == 0), DEFAULT_CATEGORIES[index]
+
+
+def test_tensorboard_logs_train_loss_and_eval_accuracy(category_rm_lm_dir, irl_pairs_path, tmp_path):
+    """OpenRLHF's TensorboardLogger: the train loss every step, the held-out accuracy (overall and per category)
+    every --eval.steps and at the end."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from openrlhf_drirl.reward.irl_trainer import train
+
+    extra = ["--train.max_epochs", "1", "--eval.steps", "2", "--logger.tensorboard_dir", str(tmp_path / "tb")]
+    argv = category_rm_train_argv(category_rm_lm_dir, irl_pairs_path, tmp_path / "out", *extra)
+    report = train(hierarchize(build_parser().parse_args([*argv, "--logger.wandb.run_name", "irl"])))
+    events = EventAccumulator(str(tmp_path / "tb" / "irl")).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5]  # ceil(63 pairs / 14) steps
+    assert [e.step for e in events.Scalars("eval/acc")] == [2, 4, 5]
+    assert [e.step for e in events.Scalars(f"eval/acc/{DEFAULT_CATEGORIES[0]}")] == [2, 4, 5]
+    assert events.Scalars("eval/acc")[-1].value == pytest.approx(report["accuracy"])
+    assert events.Scalars("eval/loss")[-1].value == pytest.approx(report["loss"])

@@ -1,13 +1,14 @@
 """Train a category reward model by inverse RL on irl_pairs.jsonl (demonstration = chosen, policy sample = rejected).
 
-GPU (DeepSpeed ZeRO, OpenRLHF's strategy): ``deepspeed --module openrlhf_drirl.cli.train_category_rm ...``.
-CPU (plain torch, for tests and smoke runs): ``python -m openrlhf_drirl.cli.train_category_rm ...``.
+GPU (OpenRLHF's DeepspeedStrategy, ZeRO): ``deepspeed --module openrlhf_drirl.cli.train_category_rm ...``.
+CPU or ``--train.cpu`` (TorchStrategy, plain torch): ``python -m openrlhf_drirl.cli.train_category_rm ...``.
 Flags mirror ``openrlhf.cli.train_rm``; the DR-IRL ones are ``--data.category_key``, ``--irl.*`` and
 ``--eval.split_ratio``.
 """
 
 import argparse
 import sys
+from datetime import datetime
 
 from openrlhf.utils.config import hierarchize
 
@@ -21,8 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt.max_num", type=int, default=3)
     parser.add_argument("--ckpt.max_mem", type=int, default=int(1e8))
     parser.add_argument("--ckpt.load_enable", action="store_true", default=False, help="Resume from --ckpt.path")
+    parser.add_argument("--logger.logging_steps", type=int, default=1)
+    parser.add_argument("--eval.steps", type=int, default=-1, help="Held-out evaluation period (-1: once per epoch)")
 
-    # DeepSpeed (GPU path; the CPU path trains in fp32 with sdpa attention)
+    # DeepSpeed (GPU; TorchStrategy on CPU trains in fp32 with sdpa attention)
     parser.add_argument("--local_rank", type=int, default=-1, help="local_rank for deepspeed")
     parser.add_argument("--ds.zero_stage", type=int, default=2, help="DeepSpeed ZeRO stage")
     parser.add_argument("--ds.param_dtype", type=str, default="bf16", choices=["bf16", "fp16"])
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train.max_epochs", type=float, default=1)
     parser.add_argument("--train.micro_batch_size", type=int, default=1)
     parser.add_argument("--train.batch_size", type=int, default=128, help="Global batch size (pairs per step)")
-    parser.add_argument("--train.cpu", action="store_true", default=False, help="Plain-torch CPU path even on GPU")
+    parser.add_argument("--train.cpu", action="store_true", default=False, help="TorchStrategy on CPU even with a GPU")
     parser.add_argument("--adam.lr", type=float, default=9e-6)
     parser.add_argument("--adam.betas", type=float, nargs=2, default=(0.9, 0.95))
     parser.add_argument("--adam.eps", type=float, default=1e-8)
@@ -77,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--irl.policy_path", type=str, default=None, help="Policy drawing the refresh samples")
     parser.add_argument("--irl.max_new_tokens", type=int, default=256)
     parser.add_argument("--irl.temperature", type=float, default=1.0)
+
+    # wandb / TensorBoard (as train_rm)
+    parser.add_argument("--logger.wandb.key", type=str, default=None)
+    parser.add_argument("--logger.wandb.org", type=str, default=None)
+    parser.add_argument("--logger.wandb.group", type=str, default=None)
+    parser.add_argument("--logger.wandb.project", type=str, default="openrlhf_train_rm")
+    parser.add_argument("--logger.wandb.run_name", type=str, default="rm_%s" % datetime.now().strftime("%m%dT%H:%M"))
+    parser.add_argument("--logger.tensorboard_dir", type=str, default=None, help="TensorBoard logging path")
     return parser
 
 
