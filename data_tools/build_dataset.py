@@ -11,10 +11,11 @@ first N valid per category, CoT samples for the token comparison and base-policy
 through openrlhf_drirl.generation), outputs.py (seeded train/held-out split, prompt and pair rows, rejects, stats.json
 and stats.png).
 
-Generation results are appended to OUTPUT_DIR/work/*.jsonl one line per record, and each request has a seed derived
-from (--seed, stage, record id, attempt). A run killed at any point and started again with the same flags skips the
-records already logged and writes the same files as an uninterrupted run. Bad input exits with code 2 and one line
-naming the flag or file and the fix.
+Generation results are appended to OUTPUT_DIR/work/*.jsonl one line per record, each stamped with the config hash,
+and each request has a seed derived from (--seed, stage, record id, attempt). A run killed at any point and started
+again with the same flags skips the records already logged and writes the same files as an uninterrupted run. Bad
+input (another config on the same --output_dir, a corrupt log line or manifest, --plan_only on a finished run
+included) exits with code 2 and one line naming the flag or file and the fix, before anything is written.
 """
 
 import argparse
@@ -26,9 +27,9 @@ import time
 from data_tools import DatasetBuildError
 from data_tools.categorize import DEFAULT_PROTOTYPES, DEFAULT_TAXONOMY_MAP
 from data_tools.cod_format import DEFAULT_REFUSAL_PHRASES, SEED_DEMONSTRATIONS
-from data_tools.generation_log import run_generation
+from data_tools.generation_log import WORK_LOGS, AppendLog, run_generation
 from data_tools.manifest import finish_run, start_run
-from data_tools.outputs import write_dataset, write_plan, write_plan_reports
+from data_tools.outputs import write_dataset, write_json, write_plan, write_plan_reports
 from data_tools.plan import make_plan
 from data_tools.prompt_sources import BUNDLED_EVAL_SETS, BUNDLED_SOURCES
 from data_tools.similarity import NEAR_DUP_METHODS
@@ -221,19 +222,34 @@ def parse_args(argv=None):
 
 
 def build(args) -> dict:
-    """Plan, check and record the manifest, generate (resuming from the logs), write the outputs; returns the stats."""
+    """Plan, check the manifest and the work logs, generate (resuming from the logs), write the outputs; returns the
+    stats. Every check comes before the first write, so a refused run leaves the output dir as it was."""
     started = time.time()
-    out = args.output_dir
-    os.makedirs(os.path.join(out, "work"), exist_ok=True)
+    out, work = args.output_dir, os.path.join(args.output_dir, "work")
     plan = make_plan(args)
     timings = {"prepare": round(time.time() - started, 2)}
     manifest = start_run(args, plan.candidates, started)
+    config_hash = manifest["config_hash"]
+    # The log records carry the hash too, so a lost manifest.json cannot let another config resume. start_run refused
+    # a manifest of another config: one that exists vouches for records logged before they carried the hash.
+    unstamped_ok = os.path.exists(os.path.join(out, "manifest.json"))
+    logs = {name: AppendLog(os.path.join(work, f"{name}.jsonl"), config_hash, unstamped_ok) for name in WORK_LOGS}
+    # A finished run is told by its manifest or, when that is gone, by its outputs.
+    if args.plan_only and (
+        any("finished" in run for run in manifest["runs"]) or os.path.exists(os.path.join(out, "prompts.train.jsonl"))
+    ):
+        raise DatasetBuildError(
+            f"{out} holds a finished run, whose stats.json and reports --plan_only would replace (nothing was "
+            "written): pass a new --output_dir for the plan"
+        )
+    os.makedirs(work, exist_ok=True)
+    write_json(os.path.join(out, "manifest.json"), manifest)
     write_plan_reports(out, plan)
     print(f"[build_dataset] {json.dumps(plan.counts)}", flush=True)
     if args.plan_only:
-        return write_plan(out, plan, manifest["config_hash"])
-    generated = run_generation(args, plan, timings)
-    stats = write_dataset(args, plan, generated, manifest["config_hash"], timings, started)
+        return write_plan(out, plan, config_hash)
+    generated = run_generation(args, plan, logs, timings)
+    stats = write_dataset(args, plan, generated, config_hash, timings, started)
     finish_run(out, manifest, stats["counts"])
     return stats
 

@@ -1,8 +1,9 @@
 """Generation that survives a kill: paraphrase fill, demonstrations, CoT samples, base-policy samples.
 
 Each request's seed comes from (--seed, stage, record id, attempt), and a record's result is appended to its
-OUTPUT_DIR/work/*.jsonl log as one line once its retries are done. A rerun skips the logged records, so a run killed
-at any point and started again with the same flags logs what an uninterrupted run logs.
+OUTPUT_DIR/work/*.jsonl log as one line, stamped with the config hash, once its retries are done. A rerun skips the
+logged records, so a run killed at any point and started again with the same flags logs what an uninterrupted run
+logs; a record of another config stops it.
 """
 
 import contextlib
@@ -29,26 +30,57 @@ from data_tools.similarity import drop_near_duplicates, find_eval_overlap
 from openrlhf_drirl.contract import CATEGORY_KEY, PROMPT_KEY
 from openrlhf_drirl.generation import GenerationError, build_generator
 
+# The work logs of OUTPUT_DIR/work/, checked together before a run writes anything.
+WORK_LOGS = ("paraphrases", "demonstrations", "cot_samples", "policy_samples")
+
 
 class AppendLog:
-    """Append-only JSONL keyed by record id. A line cut short by a kill is truncated away when reopened."""
+    """Append-only JSONL keyed by record id; every record carries the run's config hash.
 
-    def __init__(self, path: str):
-        self.path, self.records = path, {}
+    Reading checks every complete line and writes nothing, so a refused run leaves the log as it was. A last line
+    without its newline is what a kill mid-write leaves: it is ignored, and cut away by the first append.
+    ``unstamped_ok``: accept records without a hash (logged by a build_dataset older than the per-record hash);
+    build() passes it only when manifest.json exists and records this config, the check those runs had.
+    """
+
+    def __init__(self, path: str, config_hash: str, unstamped_ok: bool = False):
+        self.path, self.config_hash, self.records, self.file = path, config_hash, {}, None
+        data = b""
         if os.path.exists(path):
             with open(path, "rb") as f:
                 data = f.read()
-            complete = data[: data.rfind(b"\n") + 1]
-            if len(complete) < len(data):
-                with open(path, "r+b") as f:
-                    f.truncate(len(complete))
-            for line in complete.splitlines():
+        self.complete = data.rfind(b"\n") + 1  # bytes up to the end of the last complete line
+        for number, line in enumerate(data[: self.complete].splitlines(), 1):
+            try:
                 record = json.loads(line)
-                self.records[record["id"]] = record
-        self.file = open(path, "a", encoding="utf-8")
+                record_id = record["id"]
+            except (ValueError, TypeError, KeyError) as e:  # not JSON, not an object, or no "id"
+                # JSONDecodeError's msg leaves out its "line 1 column ..." of the one line parsed.
+                raise DatasetBuildError(
+                    f"{path} line {number} is not a work-log record ({type(e).__name__}: {getattr(e, 'msg', e)}): "
+                    "delete that line (its record is generated again on resume), or use a new --output_dir"
+                ) from None
+            found = record.get("config_hash", config_hash if unstamped_ok else None)
+            if found is None:
+                raise DatasetBuildError(
+                    f"{path} line {number} has no config_hash (logged by an older build_dataset) and manifest.json, "
+                    "which recorded the config of such logs, is missing: restore manifest.json to resume, or use a "
+                    "new --output_dir"
+                )
+            if found != config_hash:
+                raise DatasetBuildError(
+                    f"{path} line {number} was logged with config hash {found}, this run's is {config_hash} (flags, "
+                    "sources or template files differ): rerun with that run's flags to resume, or use a new "
+                    "--output_dir"
+                )
+            self.records[record_id] = record
 
     def append(self, records: List[dict]):
+        if self.file is None:  # first write of this run: cut a line left half written by a kill
+            self.file = open(self.path, "a", encoding="utf-8")
+            self.file.truncate(self.complete)
         for record in records:
+            record = {**record, "config_hash": self.config_hash}
             self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.records[record["id"]] = record
         self.file.flush()
@@ -218,17 +250,15 @@ class Generated(NamedTuple):
     paraphrases_dropped: Optional[List[dict]]  # None without --data.paraphrase_fill
 
 
-def run_generation(args, plan: Plan, timings: dict) -> Generated:
+def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) -> Generated:
     """Paraphrases (with --data.paraphrase_fill), demonstrations selecting the first N valid per category, CoT samples
-    from the generator, then base-policy samples; each stage's seconds go to ``timings``."""
-    work = os.path.join(args.output_dir, "work")
+    from the generator, then base-policy samples, each into its log of ``logs`` (keys: WORK_LOGS); each stage's seconds
+    go to ``timings``."""
     phrases = load_refusal_phrases(args.refusal_phrases)
     seeds = load_seed_demonstrations(args.seed_demonstrations)
     template, cot_template = load_template(args.gen_template), load_template("cot")
     draft_limit = None if args.gen_template == "cot" else args.max_draft_words
-    demo_log = AppendLog(os.path.join(work, "demonstrations.jsonl"))
-    policy_log = AppendLog(os.path.join(work, "policy_samples.jsonl"))
-    cot_log = AppendLog(os.path.join(work, "cot_samples.jsonl"))
+    demo_log, cot_log, policy_log = logs["demonstrations"], logs["cot_samples"], logs["policy_samples"]
     dropped = None
 
     def demo_prompt(record):
@@ -239,8 +269,7 @@ def run_generation(args, plan: Plan, timings: dict) -> Generated:
     with naming_role("gen"):
         generator = make_generator(args, "gen")
         if args.paraphrase_fill:
-            paraphrase_log = AppendLog(os.path.join(work, "paraphrases.jsonl"))
-            dropped = paraphrase_shortfalls(plan, generator, paraphrase_log, args)
+            dropped = paraphrase_shortfalls(plan, generator, logs["paraphrases"], args)
             timings["paraphrases"] = round(time.time() - t, 2)
         with tqdm(total=plan.n * len(plan.categories), desc="demonstrations", unit="rec", dynamic_ncols=True) as bar:
 

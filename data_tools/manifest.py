@@ -2,7 +2,8 @@
 
 The hash covers every flag that changes what is written, the template, table and phrase files, and the planned
 candidate ids (so an edited source file counts too). A second run on the same --output_dir must have the same hash:
-a resume never mixes two configurations.
+a resume never mixes two configurations. Every work-log record carries the hash too (generation_log.AppendLog), so
+the check holds when manifest.json is lost.
 """
 
 import hashlib
@@ -10,7 +11,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from data_tools import DatasetBuildError
 from data_tools.cod_format import TEMPLATE_FILES
@@ -54,15 +55,33 @@ def config_of(args, candidates: Dict[str, List[dict]]) -> dict:
     return config
 
 
+def read_manifest(path: str) -> Optional[dict]:
+    """The manifest at ``path``, or None when there is none."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except ValueError as e:  # half written or hand-edited (UnicodeDecodeError is a ValueError too)
+        problem = f"is not valid JSON ({e})"
+    else:
+        fields = manifest if isinstance(manifest, dict) else {}
+        if isinstance(fields.get("config_hash"), str) and isinstance(fields.get("runs"), list):
+            return manifest
+        problem = 'lacks the "config_hash" string or the "runs" list'
+    raise DatasetBuildError(
+        f"{path} {problem}: restore it, or delete it (the work logs carry the config hash, so a resume is still "
+        "checked; the list of earlier runs is lost), or use a new --output_dir"
+    )
+
+
 def start_run(args, candidates: Dict[str, List[dict]], started: float) -> dict:
-    """The manifest with this run's entry appended (and written); refuses an output dir holding another config."""
+    """The manifest with this run's entry appended, not yet written; refuses an output dir holding another config."""
     config = config_of(args, candidates)
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    path = os.path.join(args.output_dir, "manifest.json")
     manifest = {"config_hash": config_hash, "seed": args.seed, "config": config, "runs": []}
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+    previous = read_manifest(os.path.join(args.output_dir, "manifest.json"))
+    if previous is not None:
         if previous["config_hash"] != config_hash:
             raise DatasetBuildError(
                 f"{args.output_dir} holds a run with config hash {previous['config_hash']}, this one is "
@@ -73,7 +92,6 @@ def start_run(args, candidates: Dict[str, List[dict]], started: float) -> dict:
     manifest["runs"].append(
         {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), "argv": sys.argv[1:]}
     )
-    write_json(path, manifest)
     return manifest
 
 

@@ -82,14 +82,16 @@ def test_seed_demonstrations_are_valid_and_cover_every_category():
 
 def test_append_log_drops_a_line_cut_by_a_kill(tmp_path):
     path = tmp_path / "log.jsonl"
-    log = AppendLog(str(path))
+    log = AppendLog(str(path), "h1")
+    assert not path.exists()  # nothing is written before the first append
     log.append([{"id": "a", "status": "ok"}, {"id": "b", "status": "ok"}])
     with open(path, "a") as f:
         f.write('{"id": "c", "sta')  # what a SIGKILL in the middle of a write leaves
-    reopened = AppendLog(str(path))
+    reopened = AppendLog(str(path), "h1")
     assert sorted(reopened.records) == ["a", "b"]
+    assert path.read_text().endswith('"sta')  # reading alone changes nothing
     reopened.append([{"id": "c", "status": "ok"}])
-    assert [r["id"] for r in read_jsonl(path)] == ["a", "b", "c"]
+    assert [(r["id"], r["config_hash"]) for r in read_jsonl(path)] == [("a", "h1"), ("b", "h1"), ("c", "h1")]
 
 
 def build_argv(source, out, url, policy_args, *extra):
@@ -150,7 +152,7 @@ def test_openai_backend_with_retries_rejects_and_tiny_policy(tmp_path, canned_op
         assert check_demonstration(label["demonstration"], PHRASES, 5) is None
 
     # Every accepted record failed exactly on the seeds the canned server answers invalidly, then was retried.
-    log = AppendLog(str(out / "work" / "demonstrations.jsonl")).records
+    log = AppendLog(str(out / "work" / "demonstrations.jsonl"), stats["config_hash"]).records
     for row in train + heldout:
         record = log[row["label"]["id"]]
         seeds = [request_seed(42, "demo", record["id"], a) for a in range(record["attempt"] + 1)]
