@@ -22,7 +22,7 @@ import json
 import os
 import runpy
 import sys
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import ray
 
@@ -146,9 +146,10 @@ def _python_path_of(modules: Sequence[str]) -> List[str]:
 
 
 @contextlib.contextmanager
-def openrlhf_with_plugin(estimator_modules: Sequence[str] = ()):
-    """Within: OpenRLHF's train_ppo_ray parser knows the registered estimators, and ``ray.init`` installs the plugin
-    in every worker process (merged into the runtime_env OpenRLHF passes, so its env vars are kept)."""
+def openrlhf_with_plugin(estimator_modules: Sequence[str] = (), configure_parser: Optional[Callable] = None):
+    """Within: OpenRLHF's train_ppo_ray parser knows the registered estimators (and is adjusted by
+    ``configure_parser(parser)``, if given), and ``ray.init`` installs the plugin in every worker process (merged into
+    the runtime_env OpenRLHF passes, so its env vars are kept)."""
     original_parse_args = argparse.ArgumentParser.parse_args
     original_ray_init = ray.init
 
@@ -156,6 +157,8 @@ def openrlhf_with_plugin(estimator_modules: Sequence[str] = ()):
         if ESTIMATOR_FLAG not in parser._option_string_actions:
             return original_parse_args(parser, args, namespace)
         owners = _extend_parser(parser)
+        if configure_parser is not None:
+            configure_parser(parser)
         flat_args = original_parse_args(parser, args, namespace)
         _check_estimator_args(parser, flat_args, owners, list(sys.argv[1:] if args is None else args))
         return flat_args
@@ -210,6 +213,33 @@ def openrlhf_parser() -> argparse.ArgumentParser:
     finally:
         argparse.ArgumentParser.parse_args = original_parse_args
     raise RuntimeError(f"{OPENRLHF_MODULE} did not build a parser with {ESTIMATOR_FLAG}")
+
+
+class _ArgsChecked(Exception):
+    def __init__(self, args):
+        self.checked = args
+
+
+def openrlhf_checked_args(argv: Sequence[str], estimator_modules: Sequence[str] = (), configure_parser=None):
+    """The hierarchized args as OpenRLHF's own train_ppo_ray ``__main__`` parses and checks them (plus the plugin's
+    checks), stopped where its ``train()`` would start Ray: for launchers that run the training themselves.
+    OpenRLHF's checks are assertions: an ``AssertionError`` carries their message."""
+    import openrlhf.utils
+
+    def stop(args):
+        raise _ArgsChecked(args)
+
+    original = sys.argv, openrlhf.utils.get_strategy, ray.is_initialized
+    sys.argv = [OPENRLHF_MODULE] + list(argv)
+    openrlhf.utils.get_strategy, ray.is_initialized = stop, lambda: True  # train(): no ray.init, then get_strategy
+    try:
+        with openrlhf_with_plugin(estimator_modules, configure_parser):
+            runpy.run_module(OPENRLHF_MODULE, run_name="__main__", alter_sys=True)
+    except _ArgsChecked as stopped:
+        return stopped.checked
+    finally:
+        sys.argv, openrlhf.utils.get_strategy, ray.is_initialized = original
+    raise RuntimeError(f"{OPENRLHF_MODULE} did not reach train()")
 
 
 def main(argv=None) -> None:

@@ -7,7 +7,7 @@ the float rounding of a padded batch). Per row this is the draw HF makes after `
 temperature and top-p warping, so batch size 1 reproduces plain HF sampling exactly.
 """
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
@@ -67,7 +67,6 @@ class HFGenerator:
             return prompt
         return self.tokenizer.apply_chat_template(as_messages(prompt), tokenize=False, add_generation_prompt=True)
 
-    @torch.no_grad()
     def generate(
         self,
         prompts: Sequence[Prompt],
@@ -79,13 +78,39 @@ class HFGenerator:
     ) -> List[Generation]:
         """One ``Generation`` per prompt, in order; without ``seeds`` they are drawn from torch's global RNG."""
         check_sampling(prompts, seeds, max_new_tokens, temperature)
-        if seeds is None:
-            seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
+        rows = [self.tokenizer(self.prompt_text(p), add_special_tokens=False)["input_ids"] for p in prompts]
         eos = self.tokenizer.eos_token_id
         results = []
-        for start in range(0, len(prompts), self.batch_size):
-            texts = [self.prompt_text(p) for p in prompts[start : start + self.batch_size]]
-            rows = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        for tokens, finish_reason in self.generate_token_ids(
+            rows, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seeds=seeds
+        ):
+            tokens = tokens[:-1] if finish_reason == "stop" and tokens and tokens[-1] == eos else tokens
+            results.append(
+                Generation(self.tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), finish_reason)
+            )
+        return results
+
+    @torch.no_grad()
+    def generate_token_ids(
+        self,
+        prompt_token_ids: Sequence[List[int]],
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seeds: Optional[Sequence[int]] = None,
+    ) -> List[Tuple[List[int], str]]:
+        """Token ids in, (generated token ids, finish reason) out, as vLLM gives them: the stop token ends the ids
+        when the finish reason is "stop". The one-process trainer's rollout drives this with OpenRLHF's executor."""
+        check_sampling(prompt_token_ids, seeds, max_new_tokens, temperature)
+        if seeds is None:
+            seeds = torch.randint(0, 2**31 - 1, (len(prompt_token_ids),)).tolist()
+        eos = self.tokenizer.eos_token_id
+        was_training = self.model.training
+        self.model.eval()  # the trainer's live policy generates between updates
+        results = []
+        for start in range(0, len(prompt_token_ids), self.batch_size):
+            rows = [list(r) for r in prompt_token_ids[start : start + self.batch_size]]
             width = max(len(r) for r in rows)
             input_ids = torch.tensor([[self.pad_token_id] * (width - len(r)) + r for r in rows])
             attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
@@ -105,8 +130,9 @@ class HFGenerator:
                 eos_token_id=eos,
             )
             for new_tokens in output[:, width:].tolist():
-                finish_reason = "stop" if eos in new_tokens else "length"
-                new_tokens = new_tokens[: new_tokens.index(eos)] if eos in new_tokens else new_tokens
-                text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-                results.append(Generation(text, len(new_tokens), finish_reason))
+                if eos in new_tokens:
+                    results.append((new_tokens[: new_tokens.index(eos) + 1], "stop"))
+                else:
+                    results.append((new_tokens, "length"))
+        self.model.train(was_training)
         return results
