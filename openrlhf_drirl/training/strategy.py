@@ -206,6 +206,8 @@ class TorchStrategy:
                 drop_last=drop_last,
                 consumed_samples=consumed_samples,
             )
+        # Its own generator: creating an iterator then draws no number from torch's global RNG, so a resumed run
+        # (one more iterator than an uninterrupted one) keeps the same global stream for sampling and shuffles.
         return StatefulDataLoader(
             replay_buffer,
             batch_size=batch_size,
@@ -215,6 +217,7 @@ class TorchStrategy:
             pin_memory=pin_memory,
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def _unwrap_model(self, model) -> nn.Module:
