@@ -189,7 +189,8 @@ def test_heads_learned_opposite_preferences(category_rm_dir):
     )
     refusal, support = "I can't help, it could hurt a stranger.", "That is hard; talk to a stranger about it."
     for index in range(7):
-        refusal_reward, support_reward = scorer.rewards_of([prompt, prompt], [refusal, support], [index, index])
+        sequences = [scorer.token_ids(prompt, response, "response") for response in (refusal, support)]
+        refusal_reward, support_reward = scorer.rewards_of(sequences, [index, index])
         assert (refusal_reward > support_reward) == (index % 2 == 0), DEFAULT_CATEGORIES[index]
 
 

@@ -1,6 +1,7 @@
 """The shared scorer and the reward_func file, called through OpenRLHF's own SingleTurnAgentExecutor."""
 
 import asyncio
+import logging
 import os
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from openrlhf.utils.agent import SingleTurnAgentExecutor
 
 import openrlhf_drirl.reward.reward_func as reward_func_module
+from openrlhf_drirl.reward.data import reward_text
 from openrlhf_drirl.reward.scorer import CategoryRewardScorer, RewardRequestError
 
 
@@ -46,7 +48,8 @@ def test_reward_gap_and_similarity_per_sample(scorer):
     assert set(result) == {"rewards", "scores", "extra_logs"}
     assert set(result["extra_logs"]) == {"drirl_reward_gap", "drirl_similarity"}
     reward = float(result["rewards"][0])
-    demonstration_reward = float(scorer.rewards_of(prompts, [labels[0]["demonstration"]], [0])[0])
+    demonstration_ids = scorer.token_ids(prompts[0], labels[0]["demonstration"], "demonstration")
+    demonstration_reward = float(scorer.rewards_of([demonstration_ids], [0])[0])
     assert float(result["extra_logs"]["drirl_reward_gap"][0]) == pytest.approx(reward - demonstration_reward, abs=1e-5)
     # "insult" (an even category) was trained to prefer the refusal, so the supportive answer scores below it
     assert float(result["extra_logs"]["drirl_reward_gap"][0]) < 0
@@ -66,9 +69,9 @@ def test_demonstration_reward_is_cached_or_read_from_label(scorer):
     calls = []
     original = scorer.rewards_of
 
-    def counting(prompts_, responses, category_ids):
-        calls.append(len(responses))
-        return original(prompts_, responses, category_ids)
+    def counting(sequences, category_ids):
+        calls.append(len(sequences))
+        return original(sequences, category_ids)
 
     scorer.rewards_of = counting
     try:
@@ -146,3 +149,94 @@ def test_reward_func_without_model_path_says_what_to_set(monkeypatch):
     spec.loader.exec_module(module)
     with pytest.raises(RuntimeError, match="DRIRL_RM_PATH"):
         module.reward_func(["q"], ["q"], [{}])
+
+
+@pytest.mark.parametrize(
+    "label, field",
+    [
+        ({"demonstration_reward": 10**400}, "labels[0].demonstration_reward"),  # overflows float64
+        ({"demonstration_reward": 1e39}, "labels[0].demonstration_reward"),  # finite in float64, inf in float32
+        ({"demonstration_reward": float("nan")}, "labels[0].demonstration_reward"),
+        ({"demonstration_embeddings": "abc"}, "labels[0].demonstration_embeddings"),
+        ({"demonstration_embeddings": [[1.0], [2.0, 3.0]]}, "labels[0].demonstration_embeddings"),
+        ({"demonstration_embeddings": [[3e38, 1e39]]}, "labels[0].demonstration_embeddings"),
+        ({"demonstration": "no \ud800"}, "labels[0].demonstration"),
+    ],
+)
+def test_bad_label_values_name_the_field(scorer, label, field):
+    queries, prompts, labels = _request(scorer, **label)
+    with pytest.raises(RewardRequestError) as error:
+        scorer.prepare(queries, prompts, labels)
+    assert error.value.field == field and error.value.status == 422
+
+
+def test_surrogate_and_nested_label_string_name_the_field(scorer):
+    queries, prompts, labels = _request(scorer, response="fine \ud800")
+    with pytest.raises(RewardRequestError, match=r"^query\[0\]: holds a lone UTF-16 surrogate"):
+        scorer.prepare(queries, prompts, labels)
+    queries, prompts, _ = _request(scorer)
+    with pytest.raises(RewardRequestError, match=r"^labels\[0\]: is nested too deeply"):
+        scorer.prepare(queries, prompts, ["[" * 5000 + "]" * 5000])
+
+
+@pytest.mark.parametrize("given_first", [False, True])
+def test_same_new_demonstration_with_and_without_its_reward(scorer, given_first):
+    """Two samples share a new (prompt, demonstration), one carries demonstration_reward: both get their gap."""
+    queries, prompts, labels = _request(scorer, prompt=f"A prompt never scored before ({given_first})?")
+    given = {**labels[0], "demonstration_reward": 5.0}
+    both = [given, labels[0]] if given_first else [labels[0], given]
+    result = scorer(queries * 2, prompts * 2, both)
+    ids = scorer.token_ids(prompts[0], labels[0]["demonstration"], "demonstration")
+    computed = float(scorer.rewards_of([ids], [0])[0])
+    expected = [5.0 if "demonstration_reward" in label else computed for label in both]
+    torch.testing.assert_close(
+        result["extra_logs"]["drirl_reward_gap"], result["rewards"] - torch.tensor(expected), atol=1e-5, rtol=0
+    )
+
+
+def test_demonstration_reward_cache_is_a_bounded_lru(scorer):
+    small = CategoryRewardScorer(scorer.model, scorer.tokenizer, similarity=None, cache_size=2)
+    requests = {name: _request(small, prompt=f"LRU prompt {name}?") for name in "ABC"}
+    calls = []
+    original = small.rewards_of
+    small.rewards_of = lambda sequences, category_ids: calls.append(len(sequences)) or original(
+        sequences, category_ids
+    )
+    for name in "ABAC":  # A is used again before C arrives, so C evicts B, not A
+        small(*requests[name])
+    small(*requests["A"])
+    assert len(small.demonstration_rewards) == 2 and calls == [2, 2, 1, 2, 1]
+
+
+def test_over_long_prompt_is_cut_from_the_left_so_the_response_counts(scorer):
+    short = CategoryRewardScorer(scorer.model, scorer.tokenizer, similarity=None, max_len=24)
+    long_prompt = "Tell me how to insult my boss, again and again? " * 10
+    answers = ["I can't help, it could hurt my boss.", "That is hard; talk to my boss about it."]
+    requests = [_request(short, prompt=long_prompt, response=answer) for answer in answers]
+    rewards = [float(short(*request)["rewards"][0]) for request in requests]
+    assert rewards[0] != pytest.approx(rewards[1], abs=1e-4)  # right truncation used to score only the prompt
+    for (queries, prompts, _), answer, reward in zip(requests, answers, rewards):
+        text = reward_text(prompts[0], answer, short.tokenizer.eos_token)
+        ids = short.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) > 24 and ids[-1] == short.tokenizer.eos_token_id
+        with torch.no_grad():
+            expected = short.model(torch.tensor([ids[-24:]]), torch.ones(1, 24, dtype=torch.long), torch.tensor([0]))
+        assert reward == pytest.approx(float(expected[0]), abs=1e-5)
+
+
+def test_response_or_demonstration_longer_than_max_len_is_rejected(scorer):
+    short = CategoryRewardScorer(scorer.model, scorer.tokenizer, similarity=None, max_len=24)
+    with pytest.raises(RewardRequestError, match=r"^query\[0\]: is \d+ tokens long without the prompt") as error:
+        short.prepare(*_request(short, response="I can't help, it could hurt my boss. " * 5))
+    assert error.value.status == 422 and "--data.max_len 24" in str(error.value)
+    with pytest.raises(RewardRequestError) as error:
+        short.prepare(*_request(short, demonstration="I can't help, it could hurt my boss. " * 5))
+    assert error.value.field == "labels[0].demonstration"
+
+
+def test_max_len_above_the_model_positions_is_capped_loudly(scorer, caplog):
+    positions = scorer.model.config.max_position_embeddings
+    with caplog.at_level(logging.WARNING):
+        capped = CategoryRewardScorer(scorer.model, scorer.tokenizer, max_len=positions * 2)
+    assert capped.max_len == positions
+    assert f"--data.max_len {positions * 2} is above the reward model's {positions} positions" in caplog.text

@@ -2,8 +2,13 @@
 
 GPU (OpenRLHF's DeepspeedStrategy, ZeRO): ``deepspeed --module openrlhf_drirl.cli.train_category_rm ...``.
 CPU or ``--train.cpu`` (TorchStrategy, plain torch): ``python -m openrlhf_drirl.cli.train_category_rm ...``.
-Flags mirror ``openrlhf.cli.train_rm``; the DR-IRL ones are ``--data.category_key``, ``--irl.*`` and
-``--eval.split_ratio``.
+Flags mirror ``openrlhf.cli.train_rm``; the DR-IRL ones are ``--data.category_key``, ``--data.strict``, ``--irl.*``
+and ``--eval.split_ratio``.
+
+The pair files are checked before the model loads. A defect (a broken JSON line, an empty file, a missing column, a
+non-string or empty text, an unknown category) exits with status 2 and one line naming the file, the line or row and
+the field. What only trains weakly is a warning: pairs with chosen == rejected (dropped), categories with no training
+pairs, or with fewer pairs than their slots per step; ``--data.strict`` makes these errors too.
 """
 
 import argparse
@@ -70,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data.category_key", type=str, default="category")
     parser.add_argument("--data.apply_chat_template", action="store_true", default=False)
     parser.add_argument("--data.max_len", type=int, default=512)
+    parser.add_argument(
+        "--data.strict",
+        action="store_true",
+        default=False,
+        help="Make the data warnings errors: pairs with chosen == rejected (otherwise dropped), categories with no "
+        "training pairs (their head is never trained) or with fewer pairs than their slots per step (repeated)",
+    )
     parser.add_argument("--eval.dataset", type=str, default=None, help="Held-out pairs (default: split the dataset)")
     parser.add_argument("--eval.split", type=str, default="train")
     parser.add_argument("--eval.split_ratio", type=float, default=0.1, help="Held-out share of each category")
@@ -93,13 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = hierarchize(build_parser().parse_args(argv))
-    from openrlhf_drirl.contract import LabelError
     from openrlhf_drirl.reward.irl_trainer import train
 
     try:
         train(args)
-    except (ValueError, LabelError, FileNotFoundError) as e:
-        # Bad input: one line naming the field and the fix, not a trace.
+    except (ValueError, FileNotFoundError) as e:
+        # Bad input (PairDataError, LabelError and the flag checks are ValueErrors): one line naming the fix, no trace.
         print(f"train_category_rm: error: {e}", file=sys.stderr)
         sys.exit(2)
 

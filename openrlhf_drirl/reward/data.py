@@ -4,10 +4,12 @@ A row of ``irl_pairs.jsonl`` is ``{"prompt": str, "category": str, "chosen": dem
 sample}`` (the column names are set by ``--data.*_key``).
 """
 
+import json
 import os
 import random
+from collections import Counter
 from types import SimpleNamespace
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -35,49 +37,169 @@ def chat_prompt_and_response(tokenizer, prompt, response):
     return prompt_text, full_text[len(prompt_text) :]
 
 
-def load_pair_rows(dataset: str, data_args, categories: Sequence[str], seed: int = 42, split: str = "train"):
-    """Rows of an IRL pair file as dicts ``{prompt, category, chosen, rejected}``, checked; errors name the fix.
+class PairDataError(ValueError):
+    """An IRL pair file that cannot be trained on; the message names the file, the line or row, the field and the fix."""
 
-    Loading goes through OpenRLHF's ``blending_datasets``, so the same files work as with ``train_rm``
-    (.json/.jsonl/.csv/.parquet, comma-separated lists, ``save_to_disk`` folders).
+
+def check_pair_row(record, where: str, keys: Dict[str, str], categories: Sequence[str]) -> dict:
+    """One row as ``{prompt, category, chosen, rejected}``: four non-empty strings and a listed category. ``where``
+    names the file and the line or row in errors; ``keys`` maps each field to its column."""
+    if not isinstance(record, dict):
+        raise PairDataError(
+            f"{where}: expected an object with the columns {list(keys.values())}, got {type(record).__name__} "
+            f"{record!r:.60}: write one JSON object per line"
+        )
+    row = {}
+    for field, column in keys.items():
+        if column not in record:
+            raise PairDataError(
+                f"{where}: column {column!r} (--data.{field}_key) is missing; the row has {sorted(record)}. Add it, "
+                f"or pass --data.{field}_key with the column that holds the {field}"
+            )
+        value = record[column]
+        if value is None:
+            raise PairDataError(f"{where}: {field} (column {column!r}) is null or an empty cell; fill or drop the row")
+        if not isinstance(value, str):
+            raise PairDataError(
+                f"{where}: {field} (column {column!r}) must be a string, got {type(value).__name__} {value!r:.60}; "
+                "write it as text (a JSON string) or drop the row"
+            )
+        if not value.strip():
+            raise PairDataError(
+                f"{where}: {field} (column {column!r}) is empty or only whitespace; fill or drop the row"
+            )
+        row[field] = value
+    if row["category"] not in categories:
+        raise PairDataError(
+            f"{where}: unknown category {row['category']!r} in column {keys['category']!r}; use one of "
+            f"{list(categories)} or list it in --irl.categories"
+        )
+    return row
+
+
+def json_records(path: str) -> List[Tuple[str, object]]:
+    """(where, record) for each record of a JSON-lines file or a JSON array, ``where`` naming the file and the 1-based
+    line (row for an array). Read here rather than by ``datasets``, whose errors on a half-written line or an empty
+    file name no line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise PairDataError(f"{path} is not UTF-8 text ({e}); save it as UTF-8") from e
+    if text.lstrip().startswith("["):  # one JSON array, which `datasets` accepts too
+        try:
+            return [(f"{path} row {i}", record) for i, record in enumerate(json.loads(text), 1)]
+        except json.JSONDecodeError as e:
+            raise PairDataError(f"{path} line {e.lineno}: not valid JSON ({e.msg}: column {e.colno}); fix it") from e
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue  # `datasets` skips blank lines too
+        try:
+            records.append((f"{path} line {number}", json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise PairDataError(
+                f"{path} line {number}: not valid JSON ({e.msg}: column {e.colno}); a half-written line? Fix or "
+                "delete it"
+            ) from e
+    return records
+
+
+def load_pair_rows(
+    dataset: str, data_args, categories: Sequence[str], split: str = "train", probs: Optional[str] = None, seed=42
+) -> Tuple[List[dict], List[str]]:
+    """Rows of IRL pair files as dicts ``{prompt, category, chosen, rejected}``, checked, and warnings.
+
+    ``dataset`` is what OpenRLHF's ``blending_datasets`` takes (.json/.jsonl/.csv/.parquet/.arrow files,
+    ``save_to_disk`` folders, Hub names, comma lists; ``probs`` interleaves them as ``--data.dataset_probs``). Each
+    file is checked on its own, so an error names the file, its line (JSON) or row (1-based) and the field, and the fix.
+    Pairs with chosen == rejected carry no preference signal (a zero gradient, and a tie that counts as wrong in the
+    held-out accuracy): they are dropped, and the returned warnings say how many per category.
     """
     from openrlhf.datasets.utils import blending_datasets
 
-    for path in dataset.split(","):
-        path = path.split("@")[0].strip()
-        if os.path.splitext(path)[1] in (".json", ".jsonl", ".csv", ".parquet", ".arrow") and not os.path.exists(path):
-            raise FileNotFoundError(f"dataset file {path!r} does not exist: check --data.dataset / --eval.dataset")
-    quiet = SimpleNamespace(args=SimpleNamespace(use_ms=False), print=lambda *a: None, is_rank_0=lambda: False)
-    table = blending_datasets(dataset, getattr(data_args, "dataset_probs", None), quiet, seed, dataset_split=split)
     keys = {
         "prompt": data_args.prompt_key,
         "category": data_args.category_key,
         "chosen": data_args.chosen_key,
         "rejected": data_args.rejected_key,
     }
-    for field, column in keys.items():
-        if column not in table.column_names:
-            raise ValueError(
-                f"{dataset}: column {column!r} (--data.{field}_key) is missing; columns are {table.column_names}. "
-                f"Pass --data.{field}_key with the column that holds the {field}"
-            )
+    quiet = SimpleNamespace(args=SimpleNamespace(use_ms=False), print=lambda *a: None, is_rank_0=lambda: False)
+    parts = [part.strip() for part in dataset.split(",")]
+    if probs is not None and len(probs.split(",")) != len(parts):
+        raise PairDataError(f"--data.dataset_probs {probs!r} needs one probability per file of {dataset!r}")
     rows = []
-    for index, raw in enumerate(table):
-        row = {field: raw[column] for field, column in keys.items()}
-        if row["category"] not in categories:
-            raise ValueError(
-                f"{dataset} row {index}: unknown category {row['category']!r} in column {keys['category']!r}; use one "
-                f"of {list(categories)} or list it in --irl.categories"
-            )
-        for field in ("prompt", "chosen", "rejected"):
-            if not row[field]:
-                raise ValueError(
-                    f"{dataset} row {index}: {field} (column {keys[field]!r}) is empty; fill or drop the row"
-                )
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{dataset} has no rows: build it with data_tools (irl_pairs.jsonl)")
-    return rows
+    for part in parts:
+        path = part.split("@")[0].strip()
+        ext = os.path.splitext(path)[1].lower()
+        if ext in (".json", ".jsonl", ".csv", ".parquet", ".arrow") and not os.path.isfile(path):
+            raise PairDataError(f"{path} does not exist: check --data.dataset / --eval.dataset")
+        if ext in (".json", ".jsonl"):
+            records = json_records(path)
+        else:
+            try:
+                table = blending_datasets(part, None, quiet, seed, dataset_split=split)
+            except Exception as e:  # datasets, pyarrow and pandas raise many types; the message names the cause
+                cause = e.__cause__ or e
+                found = "" if os.path.exists(path) else " (no such local file or folder)"
+                raise PairDataError(
+                    f"{path}{found} could not be loaded ({type(cause).__name__}: {cause}); pass a .jsonl/.json/.csv/"
+                    f".parquet file, a save_to_disk folder or a Hub dataset (split {split!r})"
+                ) from e
+            records = [(f"{path} row {i}", r) for i, r in enumerate(table, 1)]
+        if not records:
+            raise PairDataError(f"{path} is empty (no rows): build it with data_tools (irl_pairs.jsonl)")
+        rows += [check_pair_row(record, where, keys, categories) for where, record in records]
+
+    if probs is not None:  # every file is checked; the blend only resamples their rows
+        try:
+            table = blending_datasets(dataset, probs, quiet, seed, dataset_split=split)
+        except Exception as e:
+            raise PairDataError(f"{dataset} could not be blended with --data.dataset_probs {probs!r}: {e}") from e
+        rows = [{field: raw[column] for field, column in keys.items()} for raw in table]
+
+    totals = Counter(row["category"] for row in rows)
+    identical = Counter(row["category"] for row in rows if row["chosen"].strip() == row["rejected"].strip())
+    if sum(identical.values()) == len(rows):
+        raise PairDataError(
+            f"{dataset}: chosen == rejected in all {len(rows)} rows, so there is no preference to learn; the rejected "
+            "column must hold the policy samples (check --data.rejected_key, or rebuild the pairs with data_tools)"
+        )
+    warnings = []
+    if identical:
+        counts = ", ".join(
+            f"{c} {n} of {totals[c]}" + (" (every row)" if n == totals[c] else "")
+            for c in categories
+            if (n := identical[c])
+        )
+        warnings.append(
+            f"{dataset}: {sum(identical.values())} pairs have chosen == rejected (after stripping whitespace) and "
+            f"carry no preference signal, so they are dropped ({counts}); regenerate their rejected samples"
+        )
+        rows = [row for row in rows if row["chosen"].strip() != row["rejected"].strip()]
+    return rows, warnings
+
+
+def category_warnings(rows: List[dict], categories: Sequence[str], batch_size: int) -> List[str]:
+    """What will train weakly on these training rows: categories without pairs (their head is never trained) and
+    categories with fewer pairs than their slots in a step (balanced_batches then repeats them within every step)."""
+    counts = Counter(row["category"] for row in rows)
+    warnings = []
+    missing = [c for c in categories if not counts[c]]
+    if missing:
+        warnings.append(
+            f"categories {missing} have no training pairs: their heads are never trained; add pairs for them, or "
+            "leave them out of --irl.categories"
+        )
+    slots = batch_size // max(1, len(counts))
+    few = {c: counts[c] for c in categories if 0 < counts[c] < slots}
+    if few:
+        warnings.append(
+            f"categories {few} have fewer training pairs than their {slots} slots per step (--train.batch_size "
+            f"{batch_size} / {len(counts)} categories): every step repeats their pairs, so their heads overfit; add "
+            "pairs or lower --train.batch_size"
+        )
+    return warnings
 
 
 def split_held_out(rows: List[dict], ratio: float, seed: int):

@@ -18,13 +18,22 @@ import hashlib
 import json
 import math
 import os
+import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
 from openrlhf_drirl.contract import parse_categories
-from openrlhf_drirl.reward.data import balanced_batches, collate_pairs, load_pair_rows, split_held_out, tokenize_pairs
+from openrlhf_drirl.reward.data import (
+    PairDataError,
+    balanced_batches,
+    category_warnings,
+    collate_pairs,
+    load_pair_rows,
+    split_held_out,
+    tokenize_pairs,
+)
 from openrlhf_drirl.reward.model import get_category_reward_model
 from openrlhf_drirl.training import get_training_strategy
 
@@ -138,12 +147,21 @@ def train(args, generate: Optional[Callable] = None) -> Dict:
     strategy = get_training_strategy(args)
     strategy.setup_distributed()
 
-    rows = load_pair_rows(args.data.dataset, args.data, categories, args.train.seed, args.data.dataset_split)
+    # The data is checked before the model loads, so a bad file fails in seconds.
+    split, probs = args.data.dataset_split, args.data.dataset_probs
+    rows, warnings = load_pair_rows(args.data.dataset, args.data, categories, split, probs, args.train.seed)
     if args.eval.dataset:
         train_rows = rows
-        eval_rows = load_pair_rows(args.eval.dataset, args.data, categories, args.train.seed, args.eval.split)
+        eval_rows, eval_warnings = load_pair_rows(args.eval.dataset, args.data, categories, args.eval.split)
+        warnings += eval_warnings
     else:
         train_rows, eval_rows = split_held_out(rows, args.eval.split_ratio, args.train.seed)
+    warnings += category_warnings(train_rows, categories, args.train.batch_size)
+    if warnings and args.data.strict:
+        raise PairDataError("--data.strict: " + ". ".join(warnings))
+    if strategy.is_rank_0():
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     if not eval_rows:
         raise ValueError("no held-out pairs: set --eval.split_ratio above 0 (e.g. 0.1) or pass --eval.dataset")
     if args.train.batch_size % args.train.micro_batch_size:

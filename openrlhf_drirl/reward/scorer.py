@@ -5,13 +5,19 @@ demonstration o~ (label ``demonstration``):
 
     reward_i           = R_j(q, o)
     drirl_reward_gap_i = R_j(q, o) - R_j(q, o~)      (R_j(q, o~) from label ``demonstration_reward`` when given,
-                                                       else computed once per (category, prompt, demonstration))
+                                                       else computed once per (category, scored tokens), LRU-cached)
     drirl_similarity_i = W(o, o~)                    (the hardness module; the key is absent without a similarity)
+
+A text longer than ``max_len`` tokens loses the start of its prompt (left truncation), so the response and eos are
+always scored whole; a response (or demonstration) that alone does not fit is rejected, naming the field.
 """
 
+import hashlib
+import logging
 import math
 import os
 import threading
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, List, NamedTuple, Optional, Sequence
@@ -31,6 +37,8 @@ from openrlhf_drirl.contract import (
 )
 from openrlhf_drirl.reward.data import left_pad, reward_text
 
+logger = logging.getLogger(__name__)
+
 
 class RewardRequestError(ValueError):
     """A request the scorer cannot score; ``field`` names the offending field, the message says the fix."""
@@ -46,8 +54,11 @@ class Sample(NamedTuple):
     response: str
     category_id: int
     demonstration: str
-    demonstration_reward: Optional[float]
+    demonstration_reward: Optional[float]  # float32-finite, from the label
     label: dict
+    input_ids: List[int]  # prompt + response + eos as scored (at most max_len tokens)
+    demonstration_ids: List[int]  # prompt + demonstration + eos, likewise
+    demonstration_embeddings: Optional[torch.Tensor]  # (L, D) float32 from the label, checked
 
 
 @dataclass(frozen=True)
@@ -56,12 +67,20 @@ class ScoringConfig:
     ``reward_func.py`` environment variables and ``CategoryRewardScorer``."""
 
     max_len: int = field(
-        default=2048, metadata={"flag": "--data.max_len", "help": "tokens per scored text (prompt + response)"}
+        default=2048,
+        metadata={
+            "flag": "--data.max_len",
+            "help": "tokens per scored text (prompt + response + eos; longer ones lose the start of the prompt), "
+            "capped at the model's positions",
+        },
     )
     batch_size: int = field(default=64, metadata={"flag": "--batch_size", "help": "rows per reward-model forward"})
     cache_size: int = field(
         default=100_000,
-        metadata={"flag": "--cache_size", "help": "demonstration rewards kept per (category, prompt, demonstration)"},
+        metadata={
+            "flag": "--cache_size",
+            "help": "demonstration rewards kept (LRU, about 250 bytes each whatever the text length)",
+        },
     )
 
 
@@ -85,9 +104,19 @@ class CategoryRewardScorer:
         self.tokenizer = tokenizer
         self.categories = tuple(model.categories)
         self.similarity = similarity
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if positions and max_len > positions:
+            logger.warning(
+                f"--data.max_len {max_len} is above the reward model's {positions} positions "
+                f"(config.max_position_embeddings): scoring at most {positions} tokens per text. Pass --data.max_len "
+                f"{positions} or less (DRIRL_RM_MAX_LEN for reward_func.py) to silence this"
+            )
+            max_len = positions
         self.max_len = max_len
         self.batch_size = batch_size
         self.cache_size = cache_size
+        # (category id, digest of the scored tokens) -> R_j(q, o~): fixed-size keys, so the bound does not depend on
+        # how long prompts and demonstrations are.
         self.demonstration_rewards: "OrderedDict[tuple, float]" = OrderedDict()
         self.cache_lock = threading.Lock()
         # Trailing tokens that are not part of the response text (vLLM's query keeps special tokens).
@@ -122,8 +151,26 @@ class CategoryRewardScorer:
                     response, stripped = response[: -len(token)].rstrip(), True
         return response
 
+    def token_ids(self, prompt: str, response: str, field: str) -> List[int]:
+        """``prompt + response + eos`` as the model scores it: at most ``max_len`` tokens, cut from the left so the
+        response and eos stay whole. Raises ``RewardRequestError(field)`` when the response alone does not fit."""
+        eos = self.tokenizer.eos_token
+        ids = self.tokenizer(reward_text(prompt, response, eos), add_special_tokens=False)["input_ids"]
+        if len(ids) > self.max_len:
+            alone = len(self.tokenizer(reward_text("", response, eos), add_special_tokens=False)["input_ids"])
+            if alone > self.max_len:
+                raise RewardRequestError(
+                    field,
+                    f"is {alone} tokens long without the prompt (eos included), over --data.max_len {self.max_len}: "
+                    "it cannot be scored whole; shorten it, or raise --data.max_len up to the model's positions",
+                    422,
+                )
+            ids = ids[-self.max_len :]
+        ids[-1] = self.tokenizer.eos_token_id  # eos last, as in training
+        return ids
+
     def prepare(self, queries: Sequence, prompts: Sequence, labels: Sequence) -> List[Sample]:
-        """Check a request and turn it into samples; raises ``RewardRequestError`` naming the field and the fix."""
+        """Check and tokenize a request; raises ``RewardRequestError`` naming the field, the value and the fix."""
         for name, values in (("query", queries), ("prompts", prompts), ("labels", labels)):
             if not isinstance(values, (list, tuple)):
                 raise RewardRequestError(name, f"must be a list (one entry per sample), got {type(values).__name__}")
@@ -135,10 +182,12 @@ class CategoryRewardScorer:
                 f"'query' has {len(queries)} entries, 'prompts' {len(prompts)} and 'labels' {len(labels)}: send one "
                 "prompt and one label per query",
             )
+        demonstration_ids = {}  # (prompt, demonstration) -> token ids: a GRPO group repeats them
         samples = []
         for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels)):
             if not isinstance(query, str) or not query.strip():
                 raise RewardRequestError(f"query[{i}]", "is empty or not a string: send prompt + response text", 422)
+            _check_unicode(query, f"query[{i}]")
             if not isinstance(prompt, str):
                 raise RewardRequestError(f"prompts[{i}]", f"must be a string, got {type(prompt).__name__}", 422)
             if not query.startswith(prompt):
@@ -152,6 +201,10 @@ class CategoryRewardScorer:
                 category = category_of(fields, self.categories, i)
             except LabelError as e:
                 raise RewardRequestError(f"labels[{i}]", str(e), 422) from None
+            except RecursionError:  # a label string holding deeply nested JSON
+                raise RewardRequestError(
+                    f"labels[{i}]", 'is nested too deeply to parse: send {"category": ..., "demonstration": ...}', 422
+                ) from None
             demonstration = fields.get(DEMONSTRATION_KEY)
             if not isinstance(demonstration, str) or not demonstration.strip():
                 raise RewardRequestError(
@@ -159,49 +212,77 @@ class CategoryRewardScorer:
                     "is missing or empty: each label needs the CoD demonstration text (data_tools writes it)",
                     422,
                 )
+            _check_unicode(demonstration, f"labels[{i}].{DEMONSTRATION_KEY}")
             demonstration_reward = fields.get(DEMONSTRATION_REWARD_KEY)
             if demonstration_reward is not None:
+                where = f"labels[{i}].{DEMONSTRATION_REWARD_KEY}"
                 if isinstance(demonstration_reward, bool) or not isinstance(demonstration_reward, (int, float)):
                     raise RewardRequestError(
-                        f"labels[{i}].{DEMONSTRATION_REWARD_KEY}",
-                        f"must be a number (R_j of the demonstration), got {demonstration_reward!r}; or drop the key",
+                        where,
+                        f"must be a number (R_j of the demonstration), got {str(demonstration_reward)[:80]!r}; or drop "
+                        "the key",
                         422,
                     )
+                try:  # the gap is computed in float32: check the value it will see (1e39 is inf there)
+                    demonstration_reward = torch.tensor(float(demonstration_reward), dtype=torch.float32).item()
+                except OverflowError:  # an integer beyond float64, e.g. 10**400
+                    demonstration_reward = math.inf
                 if not math.isfinite(demonstration_reward):
                     raise RewardRequestError(
-                        f"labels[{i}].{DEMONSTRATION_REWARD_KEY}", "is NaN/inf: recompute it", 422
+                        where,
+                        f"is {str(fields[DEMONSTRATION_REWARD_KEY])[:40]}, not a finite float32 (|x| < 3.4e38): "
+                        "recompute it, or drop the key",
+                        422,
                     )
+            embeddings = fields.get(DEMONSTRATION_EMBEDDINGS_KEY) if self.similarity is not None else None
+            if embeddings is not None:
+                try:
+                    embeddings = (
+                        torch.tensor(embeddings, dtype=torch.float32) if isinstance(embeddings, list) else None
+                    )
+                except (TypeError, ValueError, RuntimeError, OverflowError):  # ragged, not numbers, huge integers
+                    embeddings = None
+                if (
+                    embeddings is None
+                    or embeddings.ndim != 2
+                    or not embeddings.numel()
+                    or not embeddings.isfinite().all()
+                ):
+                    raise RewardRequestError(
+                        f"labels[{i}].{DEMONSTRATION_EMBEDDINGS_KEY}",
+                        "must be an L x D list of lists of finite float32 numbers "
+                        f"(SubSentenceSimilarity.precompute_demonstration_embeddings), got "
+                        f"{str(fields[DEMONSTRATION_EMBEDDINGS_KEY])[:80]!r}: recompute it, or drop the key",
+                        422,
+                    )
+            if (prompt, demonstration) not in demonstration_ids:
+                demonstration_ids[prompt, demonstration] = self.token_ids(
+                    prompt, demonstration, f"labels[{i}].{DEMONSTRATION_KEY}"
+                )
+            response = self.response_of(query, prompt)
             samples.append(
                 Sample(
                     prompt,
-                    self.response_of(query, prompt),
+                    response,
                     self.categories.index(category),
                     demonstration,
-                    None if demonstration_reward is None else float(demonstration_reward),
+                    demonstration_reward,
                     fields,
+                    self.token_ids(prompt, response, f"query[{i}]"),
+                    demonstration_ids[prompt, demonstration],
+                    embeddings,
                 )
             )
         return samples
 
     @torch.no_grad()
-    def rewards_of(
-        self, prompts: Sequence[str], responses: Sequence[str], category_ids: Sequence[int]
-    ) -> torch.Tensor:
-        """R_j(q, o) for each (prompt, response, category id), float32 (B,), in ``batch_size`` chunks."""
-        eos = self.tokenizer.eos_token
+    def rewards_of(self, sequences: Sequence[List[int]], category_ids: Sequence[int]) -> torch.Tensor:
+        """R_j for each token sequence (from ``token_ids``) and category id, float32 (B,), in ``batch_size`` chunks."""
         device = next(self.model.parameters()).device
         rewards = []
-        for start in range(0, len(prompts), self.batch_size):
+        for start in range(0, len(sequences), self.batch_size):
             end = start + self.batch_size
-            sequences = self.tokenizer(
-                [reward_text(p, r, eos) for p, r in zip(prompts[start:end], responses[start:end])],
-                add_special_tokens=False,
-                truncation=True,
-                max_length=self.max_len,
-            )["input_ids"]
-            for ids in sequences:
-                ids[-1] = self.tokenizer.eos_token_id  # keep eos last after truncation, as in training
-            input_ids, attention_mask = left_pad(sequences, self.tokenizer.pad_token_id)
+            input_ids, attention_mask = left_pad(list(sequences[start:end]), self.tokenizer.pad_token_id)
             category_tensor = torch.tensor(category_ids[start:end], dtype=torch.long)
             rewards.append(
                 self.model(input_ids.to(device), attention_mask.to(device), category_tensor.to(device)).float().cpu()
@@ -214,20 +295,26 @@ class CategoryRewardScorer:
         Responses and the demonstrations not yet known go through the model together, so in layout (a) a
         mixed-category batch is one forward pass per ``batch_size`` rows.
         """
-        keys = [(s.category_id, s.prompt, s.demonstration) for s in samples]
-        with self.cache_lock:  # reward_func is called from several threads at once
-            known = {k: self.demonstration_rewards[k] for k in keys if k in self.demonstration_rewards}
-        missing = [
-            (k, s) for k, s in dict(zip(keys, samples)).items() if s.demonstration_reward is None and k not in known
+        keys = [
+            (s.category_id, hashlib.blake2b(array("i", s.demonstration_ids).tobytes(), digest_size=16).digest())
+            for s in samples
         ]
+        known = {}
+        with self.cache_lock:  # reward_func is called from several threads at once
+            for key in keys:
+                if key in self.demonstration_rewards:
+                    self.demonstration_rewards.move_to_end(key)
+                    known[key] = self.demonstration_rewards[key]
+        # Every sample without a given reward needs its key in `known`, whatever the other samples of its key carry.
+        missing = {k: s for k, s in zip(keys, samples) if s.demonstration_reward is None and k not in known}
         rewards = self.rewards_of(
-            [s.prompt for s in samples] + [s.prompt for _, s in missing],
-            [s.response for s in samples] + [s.demonstration for _, s in missing],
-            [s.category_id for s in samples] + [s.category_id for _, s in missing],
+            [s.input_ids for s in samples] + [s.demonstration_ids for s in missing.values()],
+            [s.category_id for s in samples] + [s.category_id for s in missing.values()],
         )
         with self.cache_lock:
-            for (key, _), value in zip(missing, rewards[len(samples) :].tolist()):
+            for key, value in zip(missing, rewards[len(samples) :].tolist()):
                 known[key] = self.demonstration_rewards[key] = value
+                self.demonstration_rewards.move_to_end(key)
                 if len(self.demonstration_rewards) > self.cache_size:
                     self.demonstration_rewards.popitem(last=False)
         rewards = rewards[: len(samples)]
@@ -247,11 +334,11 @@ class CategoryRewardScorer:
         """W per sample; precomputed demonstration embeddings in the labels are passed on when present."""
         responses = [s.response for s in samples]
         demonstrations = [s.demonstration for s in samples]
-        if any(DEMONSTRATION_EMBEDDINGS_KEY in s.label for s in samples):
+        if any(s.demonstration_embeddings is not None for s in samples):
             similarity = self.similarity(
                 responses,
                 demonstrations,
-                [s.label.get(DEMONSTRATION_EMBEDDINGS_KEY) for s in samples],
+                [s.demonstration_embeddings for s in samples],
                 [s.label.get(DEMONSTRATION_ENCODER_KEY) for s in samples],
             )
         else:
@@ -261,3 +348,13 @@ class CategoryRewardScorer:
     def __call__(self, queries, prompts, labels) -> dict:
         """OpenRLHF's ``reward_func(queries, prompts, labels)`` contract: ``{"rewards", "scores", "extra_logs"}``."""
         return self.score_samples(self.prepare(queries, prompts, labels))
+
+
+def _check_unicode(text: str, field: str) -> None:
+    """JSON allows a lone UTF-16 surrogate ("\\ud800") that no tokenizer accepts: name the field up front."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RewardRequestError(
+            field, f"holds a lone UTF-16 surrogate {text[e.start]!r} at character {e.start}: send valid Unicode", 422
+        ) from None
