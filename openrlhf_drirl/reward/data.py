@@ -27,6 +27,15 @@ def reward_text(prompt: str, response: str, eos_token: str) -> str:
     return prompt + response + eos_token
 
 
+def reward_token_ids(tokenizer, prompt: str, response: str, max_len: int) -> List[int]:
+    """``reward_text`` as token ids, the same in training and serving: at most ``max_len`` tokens, cut from the left
+    (the start of the prompt goes first, so the response is what is scored), eos last."""
+    ids = tokenizer(reward_text(prompt, response, tokenizer.eos_token), add_special_tokens=False)["input_ids"]
+    ids = ids[-max_len:]
+    ids[-1] = tokenizer.eos_token_id
+    return ids
+
+
 def chat_prompt_and_response(tokenizer, prompt, response):
     """OpenRLHF's ``preprocess_data`` with a chat template: the prompt as the user turn, the response as the assistant
     turn; returns (templated prompt with generation prompt, the rest of the templated conversation)."""
@@ -219,21 +228,13 @@ def split_held_out(rows: List[dict], ratio: float, seed: int):
 
 
 def tokenize_pairs(rows: List[dict], tokenizer, categories: Sequence[str], max_len: int, apply_chat_template: bool):
-    """Each row -> (chosen ids, rejected ids, category id); truncated rows keep eos as their last token (as
-    OpenRLHF's RewardDataset does)."""
+    """Each row -> (chosen ids, rejected ids, category id), cut to ``max_len`` as the server cuts them."""
     position = {c: i for i, c in enumerate(categories)}
 
     def encode(prompt, response):
         if apply_chat_template:
             prompt, response = chat_prompt_and_response(tokenizer, prompt, response)
-        ids = tokenizer(
-            reward_text(prompt, response, tokenizer.eos_token),
-            add_special_tokens=False,
-            truncation=True,
-            max_length=max_len,
-        )["input_ids"]
-        ids[-1] = tokenizer.eos_token_id
-        return ids
+        return reward_token_ids(tokenizer, prompt, response, max_len)
 
     return [
         (encode(r["prompt"], r["chosen"]), encode(r["prompt"], r["rejected"]), position[r["category"]]) for r in rows

@@ -35,7 +35,7 @@ from openrlhf_drirl.contract import (
     category_of,
     parse_label,
 )
-from openrlhf_drirl.reward.data import left_pad, reward_text
+from openrlhf_drirl.reward.data import left_pad, reward_text, reward_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +154,9 @@ class CategoryRewardScorer:
     def token_ids(self, prompt: str, response: str, field: str) -> List[int]:
         """``prompt + response + eos`` as the model scores it: at most ``max_len`` tokens, cut from the left so the
         response and eos stay whole. Raises ``RewardRequestError(field)`` when the response alone does not fit."""
-        eos = self.tokenizer.eos_token
-        ids = self.tokenizer(reward_text(prompt, response, eos), add_special_tokens=False)["input_ids"]
-        if len(ids) > self.max_len:
+        ids = reward_token_ids(self.tokenizer, prompt, response, self.max_len)
+        if len(ids) == self.max_len:  # maybe cut: the response itself must have survived whole
+            eos = self.tokenizer.eos_token
             alone = len(self.tokenizer(reward_text("", response, eos), add_special_tokens=False)["input_ids"])
             if alone > self.max_len:
                 raise RewardRequestError(
@@ -165,8 +165,6 @@ class CategoryRewardScorer:
                     "it cannot be scored whole; shorten it, or raise --data.max_len up to the model's positions",
                     422,
                 )
-            ids = ids[-self.max_len :]
-        ids[-1] = self.tokenizer.eos_token_id  # eos last, as in training
         return ids
 
     def prepare(self, queries: Sequence, prompts: Sequence, labels: Sequence) -> List[Sample]:
