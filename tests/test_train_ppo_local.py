@@ -216,3 +216,38 @@ def test_unreachable_reward_server_is_a_clear_error_not_a_hang(tiny_lm_dir, prom
         train_ppo_local.main(argv + ["--algo.advantage.estimator", "group_norm"])
     assert exit_info.value.code == 2 and time.time() - started < 60
     assert "--reward.remote_url" in capsys.readouterr().err
+
+
+def test_cpu_recipe_parses_through_the_real_parsers(tmp_path):
+    """recipes/train_grpo_s_cpu.sh, run with a PYTHON that records each command, gives command lines that the real
+    parsers (and train_ppo_local's checks) accept."""
+    from openrlhf.utils.config import hierarchize
+
+    from openrlhf_drirl.cli import serve_category_rm, train_category_rm
+    from openrlhf_drirl.cli.train_ppo_ray import openrlhf_checked_args
+
+    recorder = tmp_path / "python"
+    recorder.write_text(
+        '#!/usr/bin/env bash\nif [ "$1" = "-c" ]; then echo /models/smollm2; exit 0; fi\n'
+        'printf "%s\\n" "$@" > "$ARGV_DIR/$$"\n'
+    )
+    recorder.chmod(0o755)
+    (tmp_path / "argv").mkdir()
+    env = dict(os.environ, PYTHON=str(recorder), ARGV_DIR=str(tmp_path / "argv"), PORT="5999", OUT=str(tmp_path))
+    subprocess.run(["bash", os.path.join(TESTS_DIR, "..", "recipes", "train_grpo_s_cpu.sh")], env=env, check=True)
+    commands = [path.read_text().splitlines() for path in (tmp_path / "argv").iterdir()]
+    by_module = {c[1]: c[2:] for c in commands if c[0] == "-m"}
+    assert sorted(by_module) == [
+        "openrlhf_drirl.cli.serve_category_rm",
+        "openrlhf_drirl.cli.train_category_rm",
+        "openrlhf_drirl.cli.train_ppo_local",
+    ]
+    rm, serve, local = (
+        by_module[f"openrlhf_drirl.cli.{m}"] for m in ("train_category_rm", "serve_category_rm", "train_ppo_local")
+    )
+    assert hierarchize(train_category_rm.build_parser().parse_args(rm)).model.model_name_or_path == "/models/smollm2"
+    assert hierarchize(serve_category_rm.build_parser().parse_args(serve)).hardness.backend == "hf"
+    args = openrlhf_checked_args(local, (), train_ppo_local.configure_parser)
+    train_ppo_local.check_one_process(args)
+    assert args.algo.advantage.estimator == "grpo_s" and args.actor.model_name_or_path == "/models/smollm2"
+    assert args.train.batch_size == args.rollout.batch_size * args.rollout.n_samples_per_prompt
