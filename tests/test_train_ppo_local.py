@@ -251,3 +251,25 @@ def test_cpu_recipe_parses_through_the_real_parsers(tmp_path):
     train_ppo_local.check_one_process(args)
     assert args.algo.advantage.estimator == "grpo_s" and args.actor.model_name_or_path == "/models/smollm2"
     assert args.train.batch_size == args.rollout.batch_size * args.rollout.n_samples_per_prompt
+
+
+def test_response_logits_actor_gives_openrlhf_actors_log_probs_and_gradients(tiny_lm_dir):
+    from openrlhf.models import Actor
+
+    from openrlhf_drirl.local.response_logits import ResponseLogitsActor
+
+    torch.manual_seed(0)
+    sequences = torch.randint(5, 200, (3, 14))
+    attention_mask = torch.ones_like(sequences)
+    attention_mask[0, :4] = 0  # left padding, as OpenRLHF's batches have it
+    action_mask = torch.ones(3, 6, dtype=torch.bool)
+    action_mask[1, -2:] = False
+    results = []
+    for cls in (Actor, ResponseLogitsActor):
+        actor = cls(tiny_lm_dir, attn_implementation="sdpa", param_dtype="fp16")
+        actor.model.float()
+        log_probs, _ = actor(sequences, action_mask, attention_mask, return_output=True, ring_attn_group=None)
+        log_probs.sum().backward()
+        results.append((log_probs.detach(), actor.model.lm_head.weight.grad.clone()))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[1][1], results[0][1], atol=1e-5, rtol=1e-4)

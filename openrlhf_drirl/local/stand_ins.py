@@ -21,6 +21,7 @@ RAY_USING_MODULES = (
     "openrlhf.trainer.ppo_utils.samples_generator",
     "openrlhf.trainer.ray.launcher",
 )
+ACTOR_BUILDING_MODULES = ("openrlhf.trainer.ray.ppo_actor", "openrlhf.trainer.ray.launcher")
 
 
 class LocalRef:
@@ -111,14 +112,18 @@ def _convert_to_torch_dtype_with_fp32(original):
 
 @contextlib.contextmanager
 def one_process_openrlhf(device: str):
-    """Within: OpenRLHF's trainer modules use ``LocalRay``; a one-process gloo group exists (OpenRLHF's actors call
-    ``torch.distributed.barrier``); on CPU, ``torch.cuda.current_device()`` answers "cpu" and
+    """Within: OpenRLHF's trainer modules use ``LocalRay``; the actors are ``ResponseLogitsActor``s; a one-process
+    gloo group exists (OpenRLHF's actors call ``torch.distributed.barrier``); on CPU, ``torch.cuda.current_device()`` answers "cpu" and
     ``torch.cuda.synchronize()`` does nothing; ``--ds.param_dtype fp32`` loads models in fp32. All undone on exit."""
     import importlib
 
     import openrlhf.utils.utils as openrlhf_utils
 
+    from openrlhf_drirl.local.response_logits import ResponseLogitsActor
+
     patches = [(importlib.import_module(name), "ray", LocalRay) for name in RAY_USING_MODULES]
+    # The policy and reference actors build OpenRLHF's Actor from these module globals.
+    patches += [(importlib.import_module(name), "Actor", ResponseLogitsActor) for name in ACTOR_BUILDING_MODULES]
     patches.append(
         (
             openrlhf_utils,
