@@ -106,7 +106,8 @@ async def post(session, url, payload):
 
 
 async def small_clients(session, url, clients, count, deadline, rng, stop=None):
-    """``clients`` loops sending one-sample requests until ``count`` are sent, ``deadline`` passes or ``stop`` is set."""
+    """``clients`` loops sending one-sample requests until ``count`` are sent, ``deadline`` passes or ``stop`` is
+    set."""
     latencies, sent = [], [0]
 
     async def client():

@@ -14,8 +14,8 @@ def flag_of(field: dataclasses.Field, prefix: str) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls, prefix: str, title: str):
-    """Add one flag per field of ``config_cls``; after OpenRLHF's ``hierarchize`` they read as ``args.<prefix>.<field>``
-    (or at the path of their ``flag``)."""
+    """Add one flag per field of ``config_cls``; after OpenRLHF's ``hierarchize`` they read as
+    ``args.<prefix>.<field>`` (or at the path of their ``flag``)."""
     group = parser.add_argument_group(title)
     for field in dataclasses.fields(config_cls):
         kwargs = {k: v for k, v in field.metadata.items() if k != "flag"}
@@ -27,7 +27,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls, prefix: st
 
 
 def config_from_args(config_cls, args: Any, prefix: str):
-    """``config_cls`` from the hierarchized ``args`` (fields the namespace lacks, or holds as None, keep their default)."""
+    """``config_cls`` from the hierarchized ``args``; fields the namespace lacks, or holds as None, keep their
+    default."""
     values = {}
     for field in dataclasses.fields(config_cls):
         node = args

@@ -1,7 +1,7 @@
 """OpenRLHF's ``RemoteExperienceMaker`` with the registered advantage estimators added.
 
-Any estimator name not in the registry (OpenRLHF's own ones) goes to ``super()`` untouched. A registered estimator replaces
-only the baseline step of ``compute_advantages_and_returns``; the steps around it are OpenRLHF's, in its order:
+Any estimator name not in the registry (OpenRLHF's own ones) goes to ``super()`` untouched. A registered estimator
+replaces only the baseline step of ``compute_advantages_and_returns``; the steps around it are OpenRLHF's, in its order:
 fp32 rewards, length penalties, rollout-order scatter, [estimator], clip + KL term (``compute_reward``),
 cumulative returns with gamma = 1, no whitening (as for group_norm).
 """

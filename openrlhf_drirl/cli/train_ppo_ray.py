@@ -119,8 +119,8 @@ def require_vllm() -> None:
 
 
 def _job_setup_hook():
-    """The setup hook of the Ray job this driver runs in (``ray job submit --runtime-env-json``), taken out of the job's
-    runtime_env so that Ray does not refuse ours as a conflict: ours runs it."""
+    """The setup hook of the Ray job this driver runs in (``ray job submit --runtime-env-json``), taken out of the
+    job's runtime_env so that Ray does not refuse ours as a conflict: ours runs it."""
     if RAY_JOB_CONFIG_ENV not in os.environ:
         return None
     job_config = json.loads(os.environ[RAY_JOB_CONFIG_ENV])

@@ -47,7 +47,8 @@ def chat_prompt_and_response(tokenizer, prompt, response):
 
 
 class PairDataError(ValueError):
-    """An IRL pair file that cannot be trained on; the message names the file, the line or row, the field and the fix."""
+    """An IRL pair file that cannot be trained on; the message names the file, the line or row, the field and the
+    fix."""
 
 
 def check_pair_row(record, where: str, keys: Dict[str, str], categories: Sequence[str]) -> dict:
@@ -121,7 +122,8 @@ def load_pair_rows(
 
     ``dataset`` is what OpenRLHF's ``blending_datasets`` takes (.json/.jsonl/.csv/.parquet/.arrow files,
     ``save_to_disk`` folders, Hub names, comma lists; ``probs`` interleaves them as ``--data.dataset_probs``). Each
-    file is checked on its own, so an error names the file, its line (JSON) or row (1-based) and the field, and the fix.
+    file is checked on its own, so an error names the file, its line (JSON) or row (1-based), the field and the
+    fix.
     Pairs with chosen == rejected carry no preference signal (a zero gradient, and a tie that counts as wrong in the
     held-out accuracy): they are dropped, and the returned warnings say how many per category.
     """
