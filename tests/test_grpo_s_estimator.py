@@ -297,6 +297,30 @@ def test_random_batches_never_give_nan_or_inf():
             assert all(torch.isfinite(v).all() for v in e.info.values())
 
 
+@pytest.mark.parametrize("terms", ["none", "data", "model"])
+def test_ablation_modes_scale_by_their_terms_and_log_all_terms(terms):
+    """none is OpenRLHF's group_norm exactly (the ablation baseline); every mode logs α^D and α^M as computed."""
+    n, rewards = 4, [0.3, -1.2, 2.0, 0.7, 5.0, 5.5, 4.0, 3.0]
+    labels = [label("insult")] * 4 + [label("physical_harm")] * 4
+    info = {
+        "drirl_similarity": [0.9, 0.1, 0.5, -0.3, 0.2, 0.8, 0.4, 0.4],
+        "drirl_reward_gap": [-0.5, 0.0, 0.2, 9.0, 1.0, 1.2, 0.8, 1.0],
+    }
+    _, both = run("grpo_s", rewards, labels, info, n)
+    _, ablated = run("grpo_s", rewards, labels, info, n, hardness_terms=terms)
+    _, group_norm = run("group_norm", rewards, labels, info, n, cls=RemoteExperienceMaker)
+    alpha_d = [float(a) for a in by_rollout_position(both, "drirl/alpha_D")]
+    alpha_m = [float(a) for a in by_rollout_position(both, "drirl/alpha_M")]
+    for name in ("drirl/alpha_D", "drirl/alpha_M"):
+        logged = [float(a) for a in by_rollout_position(ablated, name)]
+        assert logged == pytest.approx([float(a) for a in by_rollout_position(both, name)], abs=1e-9)
+    assert len(set(round(a, 6) for a in alpha_d)) > 1 and len(set(round(a, 6) for a in alpha_m)) > 1
+    expected_alpha = {"none": [1.0] * 8, "data": alpha_d, "model": alpha_m}[terms]
+    assert [float(a) for a in by_rollout_position(ablated, "drirl/alpha")] == pytest.approx(expected_alpha, abs=1e-6)
+    z = [float(a) for a in last_token_advantage(group_norm)]
+    assert last_token_advantage(ablated) == pytest.approx([a * b for a, b in zip(expected_alpha, z)], abs=1e-5)
+
+
 def grpo_s_direct(rewards, categories, similarity, gap, **drirl):
     """The registered function called directly, as any caller may (no experience maker around it)."""
     from openrlhf_drirl.advantage.grpo_s import grpo_s_rewards

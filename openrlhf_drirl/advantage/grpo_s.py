@@ -55,8 +55,10 @@ class GRPOSConfig:
     hardness_terms: str = field(
         default="both",
         metadata={
-            "choices": ["both", "data", "model"],
-            "help": "α = α^D·α^M (both), α^D only (data) or α^M only (model)",
+            "choices": ["both", "data", "model", "none"],
+            "help": "α = α^D·α^M (both), α^D only (data), α^M only (model), or α = 1 (none: plain GRPO's "
+            "advantages, the ablation baseline). Terms not in α are still computed and logged when the rollout "
+            "carries their key, so every mode logs the same drirl/* metrics",
         },
     )
     reference: str = field(
@@ -80,8 +82,8 @@ class GRPOSConfig:
         object.__setattr__(self, "alpha_clip", tuple(self.alpha_clip) if self.alpha_clip else None)
         object.__setattr__(self, "ema_decay", float(self.ema_decay))
         object.__setattr__(self, "outlier_k", float(self.outlier_k))
-        if self.hardness_terms not in ("both", "data", "model"):
-            raise ValueError(f"--drirl.hardness_terms is {self.hardness_terms!r}: use both, data or model")
+        if self.hardness_terms not in ("both", "data", "model", "none"):
+            raise ValueError(f"--drirl.hardness_terms is {self.hardness_terms!r}: use both, data, model or none")
         if self.reference not in ("batch", "group", "ema"):
             raise ValueError(f"--drirl.reference is {self.reference!r}: use batch, group or ema")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -232,7 +234,9 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
     alpha_data = torch.ones(num_samples, dtype=torch.float64, device=device)
     alpha_model = torch.ones(num_samples, dtype=torch.float64, device=device)
     metrics = {}
-    if config.hardness_terms in ("both", "data"):
+    # A term outside α is still computed (for the log) when its key is there; it is required only when used.
+    use_data, use_model = config.hardness_terms in ("both", "data"), config.hardness_terms in ("both", "model")
+    if use_data or SIMILARITY_KEY in info:
         similarity = _per_sample_info(info, SIMILARITY_KEY, num_samples, "use --drirl.hardness_terms model")
         if bool(((similarity < -1 - 1e-4) | (similarity > 1 + 1e-4)).any()):
             raise ValueError(
@@ -246,7 +250,7 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
                 state, "ema_mean_dissimilarity", batch_means, present, config.ema_decay, categories
             )
         alpha_data, _ = data_hardness_scale(similarity, segment, num_segments, reference)
-    if config.hardness_terms in ("both", "model"):
+    if use_model or REWARD_GAP_KEY in info:
         gap = _per_sample_info(info, REWARD_GAP_KEY, num_samples, "use --drirl.hardness_terms data")
         reference = None
         if config.reference == "ema":
@@ -256,7 +260,9 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
         alpha_model = alpha_model_segment[segment]
         metrics["drirl/reward_gap_outlier_frac"] = 1.0 - kept.float().mean()
 
-    alpha = alpha_data * alpha_model
+    alpha = torch.ones_like(z)
+    alpha = alpha * alpha_data if use_data else alpha
+    alpha = alpha * alpha_model if use_model else alpha
     if config.alpha_clip is not None:
         alpha = alpha.clamp(*config.alpha_clip)
 
