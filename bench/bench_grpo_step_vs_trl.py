@@ -7,7 +7,6 @@ after the other in fresh subprocesses of this one invocation (the ratio comes fr
         [--max_new_tokens 48] [--steps 2] [--warmup 1] [--micro_batch_size 8] [--generate_batch_size 0]
         [--threads 2] [--rounds 1] [--frameworks ours,trl] [--workdir DIR]
         [--gradient_checkpointing] [--lora_rank 0] [--ours_flags="--local.generate_batch_size 16"]
-        [--ours_skip_old_logp]
 
 Needs TRL (tested with trl==1.16.0, installed with ``pip install --no-deps trl==1.16.0``: every dependency it lists is
 already in the CPU venv). About 6 minutes on 2 idle cores with the defaults (each run: ~15 s start-up, 3 steps of
@@ -78,10 +77,9 @@ Options for profiling (each run still times both, so the ratio stays within one 
   log-probs from the base model with the adapter off, ours still loads a separate reference model;
 - ``--ours_flags="..."``: any train_ppo_local flags for ours only (e.g. ``--ds.lora.rank 16``,
   ``--local.generate_batch_size 16``), after the ones above, so they win;
-- ``--ours_skip_old_logp``: a what-if that is not in the code, patched into ours' subprocess only: the old
-  log-probs are the detached current ones (as TRL does), so make_experience skips the policy forward. Exact with one
-  epoch and one optimizer step per rollout, as here; it measures what that change to OpenRLHF's experience maker
-  would save.
+- ours skips make_experience's old log-prob forward here (``--local.old_log_probs auto``: one epoch, one optimizer
+  step per rollout, KL as a loss), as TRL does; ``--ours_flags="--local.old_log_probs forward"`` times OpenRLHF's
+  path with the forward.
 """
 
 import argparse
@@ -118,11 +116,6 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=1, help="runs of each framework, order alternating (A B B A)")
     parser.add_argument(
         "--generate_batch_size", type=int, default=0, help="ours' --local.generate_batch_size (0: the whole batch)"
-    )
-    parser.add_argument(
-        "--ours_skip_old_logp",
-        action="store_true",
-        help="what-if (not in the code): ours reuses the detached current log-probs as the old ones, as TRL does",
     )
     parser.add_argument(
         "--ours_flags",
@@ -290,24 +283,6 @@ class StepClock:
         return step
 
 
-def skip_old_logp(torch, policy_class) -> None:
-    """What-if for ``--ours_skip_old_logp``, in this process only: make_experience's no-grad policy forward returns
-    zeros, and PolicyLoss takes the detached current log-probs as the old ones. With one epoch and one optimizer step
-    per rollout (as here) those are the same numbers (ratio 1), so this times a step without the redundant forward,
-    which is what TRL does; nothing else reads the old log-probs when the KL is a loss."""
-    from openrlhf.models.loss import PolicyLoss
-
-    def no_forward(self, sequences, action_mask=None, attention_mask=None, *args, **kwargs):
-        return torch.zeros(action_mask.shape, dtype=torch.float32)
-
-    policy_loss = PolicyLoss.forward
-
-    def reuse(self, log_probs, old_log_probs, *args, **kwargs):
-        return policy_loss(self, log_probs, log_probs.detach(), *args, **kwargs)
-
-    policy_class.forward, PolicyLoss.forward = no_forward, reuse
-
-
 def worker_ours(args, model: str, workdir: str):
     """train_ppo_local in this process; the parts are OpenRLHF's own timings (its logged timing/*)."""
     set_threads(args.threads)
@@ -318,8 +293,6 @@ def worker_ours(args, model: str, workdir: str):
 
     from openrlhf_drirl.cli import train_ppo_local
 
-    if args.ours_skip_old_logp:
-        skip_old_logp(torch, PolicyModelActor.__ray_actor_class__)
     # Split make_experience into its two model forwards (no-grad calls only: training calls the Actor directly).
     old_logp = Timer(PolicyModelActor.__ray_actor_class__, "forward", when=lambda: not torch.is_grad_enabled())
     ref_logp = Timer(ReferenceModelActor.__ray_actor_class__, "forward")
@@ -501,8 +474,6 @@ def report(args, timed, same_prompts):
     )
     if args.ours_flags:
         print(f"ours' extra flags: {args.ours_flags}")
-    if args.ours_skip_old_logp:
-        print("what-if: ours skips the old log-prob forward (--ours_skip_old_logp; not in the code)")
     if args.gradient_checkpointing or args.lora_rank:
         print(
             f"both: gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, LoRA rank {args.lora_rank}"

@@ -191,6 +191,58 @@ def test_same_seed_same_weights_and_sigkill_resume_ends_the_same(tiny_lm_dir, re
     assert all(torch.equal(reference[k], v) for k, v in policy_weights(killed).items())
 
 
+def test_skipping_the_old_log_prob_forward_gives_the_same_update(tiny_lm_dir, reward_url, prompt_file, tmp_path):
+    """With one update per rollout, --local.old_log_probs auto skips make_experience's policy forward (the policy's
+    no-grad forward never runs) and ends one step with the weights of OpenRLHF's path (the forward computed)."""
+    from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
+
+    calls = []
+    original = PolicyModelActor.__ray_actor_class__.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return original(self, *args, **kwargs)
+
+    extra = ["--algo.advantage.estimator", "grpo_s", "--data.max_samples", "2", "--actor.lr_warmup_ratio", "0"]
+    runs = {}
+    for mode in ("forward", "auto"):
+        calls.clear()
+        PolicyModelActor.__ray_actor_class__.forward = counted
+        try:
+            argv = argv_for(tiny_lm_dir, reward_url, prompt_file, tmp_path / mode, *extra)
+            train_ppo_local.main(argv + ["--local.old_log_probs", mode])
+        finally:
+            PolicyModelActor.__ray_actor_class__.forward = original
+        runs[mode] = (len(calls), policy_weights(tmp_path / mode))
+    assert runs["forward"][0] > 0 and runs["auto"][0] == 0
+    initial = load_file(os.path.join(tiny_lm_dir, "model.safetensors"))
+    for name, weight in runs["forward"][1].items():
+        torch.testing.assert_close(runs["auto"][1][name], weight, atol=1e-6, rtol=1e-5)
+    assert any(not torch.equal(runs["auto"][1][k], initial[k]) for k in initial)
+
+
+@pytest.mark.parametrize(
+    "extra,reason",
+    [
+        ([], None),
+        (["--train.max_epochs", "2"], "--train.max_epochs 2"),
+        (["--train.batch_size", "4"], "several optimizer steps per rollout"),
+        (["--algo.kl.init_coef", "0.01"], "the KL is in the reward"),
+        (["--algo.kl.use_loss", "--algo.kl.init_coef", "0.01", "--algo.kl.unbiased_gradient"], "unbiased_gradient"),
+        (["--algo.kl.use_loss", "--algo.kl.init_coef", "0.01"], None),
+    ],
+)
+def test_when_the_old_log_prob_forward_is_needed(extra, reason):
+    from openrlhf_drirl.cli.train_ppo_ray import openrlhf_checked_args
+    from openrlhf_drirl.local.trainer import old_log_probs_forward_needed
+
+    argv = ["--actor.model_name_or_path", "/m", "--reward.remote_url", "http://127.0.0.1:1/x",
+            "--algo.advantage.estimator", "group_norm", "--rollout.batch_size", "2",
+            "--rollout.n_samples_per_prompt", "4", "--train.batch_size", "8", "--algo.kl.init_coef", "0", *extra]  # fmt: skip
+    needed = old_log_probs_forward_needed(openrlhf_checked_args(argv, (), train_ppo_local.configure_parser))
+    assert needed == reason if reason is None else reason in needed
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

@@ -15,6 +15,7 @@ from openrlhf_drirl.advantage import import_estimator_modules
 from openrlhf_drirl.cli.train_ppo_ray import openrlhf_checked_args, parse_estimator_modules
 
 GENERATE_BATCH_FLAG = "--local.generate_batch_size"
+OLD_LOG_PROBS_FLAG = "--local.old_log_probs"
 
 # Flags whose OpenRLHF feature needs Ray, vLLM or a critic: refused here, with the reason.
 UNSUPPORTED = {
@@ -36,6 +37,14 @@ def configure_parser(parser) -> None:
         dtype.default = "fp32"
     parser.add_argument(
         GENERATE_BATCH_FLAG, type=int, default=32, help="rollout sequences the Hugging Face backend generates at once"
+    )
+    parser.add_argument(
+        OLD_LOG_PROBS_FLAG,
+        choices=["auto", "forward"],
+        default="auto",
+        help="auto: skip the policy forward for the old log-probs where it is redundant (one epoch, one optimizer "
+        "step per rollout, KL as a loss; openrlhf_drirl.local.trainer.old_log_probs_forward_needed) and use the "
+        "detached current ones; forward: always compute them, as OpenRLHF does",
     )
 
 
@@ -79,7 +88,7 @@ def main(argv=None) -> None:
     from openrlhf_drirl.local.trainer import train
 
     try:
-        output_dir = train(args, args.local.generate_batch_size)
+        output_dir = train(args, args.local.generate_batch_size, args.local.old_log_probs)
     except (ValueError, RuntimeError) as e:
         print(f"train_ppo_local: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -4,6 +4,7 @@ of this package in place of Ray actors, vLLM engines and DeepSpeed (see ``openrl
 import os
 import socket
 import time
+from typing import Optional
 from urllib.parse import urlparse
 
 import torch
@@ -16,6 +17,30 @@ from openrlhf_drirl.local.stand_ins import LocalActorHandle, free_port, local_ac
 from openrlhf_drirl.training.strategy import TorchStrategy
 
 RNG_STATE_KEY = "drirl_local_rng_state"  # torch's RNG (rollout seeds, replay-buffer order) in the checkpoint
+
+
+def old_log_probs_forward_needed(args) -> Optional[str]:
+    """Why make_experience's no-grad policy forward (the "old" log-probs) is needed, or None when it is redundant.
+
+    It is redundant when every training forward runs on the weights that sampled the rollout and nothing else reads
+    the old log-probs: one epoch, one optimizer step per rollout (gradient accumulation over the whole batch), and
+    the KL (if any) a loss without the unbiased-gradient correction (a KL in the reward, or that correction, reads
+    them). PolicyLoss then gets the detached current log-probs as the old ones: ratio 1, the same gradient, as TRL
+    does with one update per rollout.
+    """
+    rollout_samples = args.rollout.batch_size * args.rollout.n_samples_per_prompt
+    if args.train.max_epochs != 1:
+        return f"--train.max_epochs {args.train.max_epochs} updates the policy before the last epoch's forwards"
+    if args.train.batch_size != rollout_samples:
+        return (
+            f"--train.batch_size {args.train.batch_size} != --rollout.batch_size x --rollout.n_samples_per_prompt "
+            f"({rollout_samples}): several optimizer steps per rollout"
+        )
+    if args.algo.kl.init_coef > 0 and not args.algo.kl.use_loss:
+        return "the KL is in the reward (no --algo.kl.use_loss), which reads the old log-probs"
+    if args.algo.kl.init_coef > 0 and args.algo.kl.unbiased_gradient:
+        return "--algo.kl.unbiased_gradient reads the old log-probs"
+    return None
 
 
 def check_reward_urls(urls, tries: int = 5) -> None:
@@ -49,6 +74,18 @@ def local_classes():
     from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 
     class LocalPolicyModelActor(PolicyModelActor.__ray_actor_class__):
+        current_as_old_log_probs = False  # set by train() where old_log_probs_forward_needed(args) is None
+
+        def init_model_from_pretrained(self, *args, **kwargs):
+            super().init_model_from_pretrained(*args, **kwargs)
+            if self.current_as_old_log_probs:
+                self.trainer.actor_loss_fn = CurrentAsOldPolicyLoss(self.trainer.actor_loss_fn)
+
+        def forward(self, sequences, action_mask=None, *args, **kwargs):
+            if self.current_as_old_log_probs:
+                return torch.zeros(action_mask.shape)  # a placeholder: CurrentAsOldPolicyLoss never reads it
+            return super().forward(sequences, action_mask, *args, **kwargs)
+
         def broadcast_to_vllm(self):
             pass  # the rollout engine samples from this very model
 
@@ -76,7 +113,18 @@ def local_classes():
     return LocalPPOTrainer, LocalPolicyModelActor, ReferenceModelActor.__ray_actor_class__
 
 
-def train(args, generate_batch_size: int = 32) -> str:
+class CurrentAsOldPolicyLoss(torch.nn.Module):
+    """OpenRLHF's PolicyLoss, given the detached current log-probs as the old ones (see old_log_probs_forward_needed)."""
+
+    def __init__(self, policy_loss):
+        super().__init__()
+        self.policy_loss = policy_loss
+
+    def forward(self, log_probs, old_log_probs, *args, **kwargs):
+        return self.policy_loss(log_probs, log_probs.detach(), *args, **kwargs)
+
+
+def train(args, generate_batch_size: int = 32, old_log_probs: str = "auto") -> str:
     """Train as OpenRLHF's ``train()`` would, in this process; returns the folder of the saved policy."""
     from openrlhf.utils.agent import SingleTurnAgentExecutor
 
@@ -98,6 +146,14 @@ def train(args, generate_batch_size: int = 32) -> str:
             SingleTurnAgentExecutor(args.reward.remote_url), f"--reward.remote_url {','.join(args.reward.remote_url)}"
         )
         policy = policy_class(1, 0, address, port)
+        reason = old_log_probs_forward_needed(args)
+        policy.current_as_old_log_probs = old_log_probs == "auto" and reason is None
+        print(
+            "train_ppo_local: old log-probs = the detached current ones (one update per rollout; "
+            "--local.old_log_probs forward to compute them)"
+            if policy.current_as_old_log_probs
+            else f"train_ppo_local: old log-probs from a policy forward per rollout ({reason or 'asked for'})"
+        )
         reference = reference_class(1, 0, address, port) if args.algo.kl.init_coef > 0 else None
         trainer = trainer_class(
             args.actor.model_name_or_path,
