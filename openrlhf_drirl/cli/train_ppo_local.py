@@ -7,6 +7,7 @@ it: one GPU per model group, ``--ds.attn_implementation sdpa``, ``--ds.param_dty
 ``--reward.remote_url`` (a reward server such as ``serve_category_rm``, or a ``reward_func`` .py file).
 """
 
+import os
 import sys
 
 import torch
@@ -16,6 +17,7 @@ from openrlhf_drirl.cli.train_ppo_ray import openrlhf_checked_args, parse_estima
 
 GENERATE_BATCH_FLAG = "--local.generate_batch_size"
 OLD_LOG_PROBS_FLAG = "--local.old_log_probs"
+ROLLOUT_LOG_FLAG = "--local.rollout_log"
 
 # Flags whose OpenRLHF feature needs Ray, vLLM or a critic: refused here, with the reason.
 UNSUPPORTED = {
@@ -45,6 +47,12 @@ def configure_parser(parser) -> None:
         help="auto: skip the policy forward for the old log-probs where it is redundant (one epoch, one optimizer "
         "step per rollout, KL as a loss; openrlhf_drirl.local.trainer.old_log_probs_forward_needed) and use the "
         "detached current ones; forward: always compute them, as OpenRLHF does",
+    )
+    parser.add_argument(
+        ROLLOUT_LOG_FLAG,
+        default=None,
+        help="JSONL of every rollout sample (step, prompt, response, label, reward, drirl/* scales; "
+        "openrlhf_drirl/local/rollout_log.py); default <--ckpt.output_dir>/rollout_samples.jsonl; '' for none",
     )
 
 
@@ -88,7 +96,10 @@ def main(argv=None) -> None:
     from openrlhf_drirl.local.trainer import train
 
     try:
-        output_dir = train(args, args.local.generate_batch_size, args.local.old_log_probs)
+        rollout_log = args.local.rollout_log
+        if rollout_log is None:
+            rollout_log = os.path.join(args.ckpt.output_dir, "rollout_samples.jsonl")
+        output_dir = train(args, args.local.generate_batch_size, args.local.old_log_probs, rollout_log)
     except (ValueError, RuntimeError) as e:
         print(f"train_ppo_local: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from openrlhf_drirl import register
 from openrlhf_drirl.generation.hf import HFGenerator
+from openrlhf_drirl.local import rollout_log
 from openrlhf_drirl.local.rollout import LocalRolloutEngine
 from openrlhf_drirl.local.stand_ins import LocalActorHandle, free_port, local_actor_group, one_process_openrlhf
 from openrlhf_drirl.training.strategy import TorchStrategy
@@ -90,15 +91,37 @@ def local_classes():
             pass  # the rollout engine samples from this very model
 
     class LocalPPOTrainer(PPOTrainer.__ray_actor_class__):
-        """Adds torch's RNG state to the checkpoint (a resumed run draws what an uninterrupted one draws) and a
-        progress bar over steps with reward and KL."""
+        """Adds torch's RNG state to the checkpoint (a resumed run draws what an uninterrupted one draws), a
+        progress bar over steps with reward and KL, and the per-sample rollout log (``rollout_log.py``)."""
+
+        rollout_log = None  # set by train(): the JSONL file of every rollout sample
 
         def init_checkpoint_states(self):
             states = super().init_checkpoint_states()
             if RNG_STATE_KEY in states:
                 torch.set_rng_state(states[RNG_STATE_KEY])
             self.step_bar = tqdm(total=self.max_steps, initial=states["global_step"], desc="steps", unit="step")
+            if self.rollout_log:
+                rollout_log.truncate_after(self.rollout_log, states["global_step"])
             return states
+
+        def train_step(self, rollout_samples, global_step):
+            if not self.rollout_log:
+                return super().train_step(rollout_samples, global_step)
+            make_experience_batch = self.experience_maker.make_experience_batch
+
+            def make_and_log(samples):
+                experiences = make_experience_batch(samples)
+                decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+                rows = rollout_log.rollout_rows(experiences, global_step + 1, decode)
+                rollout_log.append_rows(self.rollout_log, rows)
+                return experiences
+
+            self.experience_maker.make_experience_batch = make_and_log
+            try:
+                return super().train_step(rollout_samples, global_step)
+            finally:
+                del self.experience_maker.make_experience_batch  # back to the class's method
 
         def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=None):
             logs_dict = logs_dict or {}
@@ -124,7 +147,7 @@ class CurrentAsOldPolicyLoss(torch.nn.Module):
         return self.policy_loss(log_probs, log_probs.detach(), *args, **kwargs)
 
 
-def train(args, generate_batch_size: int = 32, old_log_probs: str = "auto") -> str:
+def train(args, generate_batch_size: int = 32, old_log_probs: str = "auto", rollout_log_path: str = "") -> str:
     """Train as OpenRLHF's ``train()`` would, in this process; returns the folder of the saved policy."""
     from openrlhf.utils.agent import SingleTurnAgentExecutor
 
@@ -169,6 +192,9 @@ def train(args, generate_batch_size: int = 32, old_log_probs: str = "auto") -> s
             temperature=args.rollout.temperature,
             top_p=args.rollout.top_p,
         )
+        if rollout_log_path:
+            os.makedirs(os.path.dirname(os.path.abspath(rollout_log_path)), exist_ok=True)
+            trainer.rollout_log = rollout_log_path
         # vllm_engines=None: the policy has no engine to broadcast its weights to.
         policy.init_model_from_pretrained(strategy, args.actor.model_name_or_path, trainer.get_max_steps(), None)
         if reference is not None:
