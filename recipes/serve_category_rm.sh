@@ -4,6 +4,8 @@
 # Offline machines: put the open_clip weights on disk and pass --hardness.checkpoint PATH.
 # Alternative without a server: --reward.remote_url <site-packages>/openrlhf_drirl/reward/reward_func.py with
 # DRIRL_RM_PATH (and DRIRL_HARDNESS_*) in the Ray runtime env.
+# Several servers, started and stopped around a training run: recipes/paper/run_experiment.sh.
+set -euo pipefail
 set -x
 
 RM_PATH=${RM_PATH:-./runs/category_rm}

@@ -7,6 +7,8 @@
 # TB_DIR (or pass --logger.wandb.key ... for wandb). Without a GPU, run the module with python instead of deepspeed
 # (TorchStrategy, plain torch on CPU; see recipes/smoke_cpu.sh).
 # ML-IRL outer loop: add --irl.refresh_rounds 1 --irl.policy_path <current actor> to retrain on fresh policy samples.
+# The paper's seven separate models, and both layouts with one budget: recipes/paper/train_category_rms.sh.
+set -euo pipefail
 set -x
 
 MODEL_PATH=${MODEL_PATH:-meta-llama/Llama-3.1-8B-Instruct}

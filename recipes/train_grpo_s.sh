@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# DR-IRL stage 3: GRPO-S on one 8-GPU node (hybrid engine), paper scale (Llama-3.1-8B-Instruct policy).
+# DR-IRL stage 3: GRPO-S on one 8-GPU node by default (hybrid engine), paper scale (Llama-3.1-8B-Instruct policy).
 # Needs: prompts from recipes/build_dataset.sh and a category reward server from recipes/serve_category_rm.sh
 # (it returns drirl_similarity and drirl_reward_gap in extra_logs). GRPO-S flags are the --drirl.* lines.
+# Writes the policy (save_pretrained) to SAVE_PATH, OpenRLHF checkpoints to SAVE_PATH/ckpt (rerun to resume) and
+# TensorBoard logs to SAVE_PATH/tensorboard. NUM_NODES x NUM_GPUS GPUs (start Ray on every node first when
+# NUM_NODES > 1); REWARD_URL may be a comma list of servers. recipes/paper/run_experiment.sh drives this recipe with
+# its reward servers and evaluation; HARDNESS_TERMS=none is plain GRPO (the ablations: recipes/paper/ablations.sh).
+set -euo pipefail
 set -x
 
 MODEL_PATH=${MODEL_PATH:-meta-llama/Llama-3.1-8B-Instruct}
 DATASET_PATH=${DATASET_PATH:-./runs/data/prompts.train.jsonl}
 REWARD_URL=${REWARD_URL:-http://127.0.0.1:5000/get_reward}
 SAVE_PATH=${SAVE_PATH:-./runs/grpo_s}
+NUM_NODES=${NUM_NODES:-1}
+NUM_GPUS=${NUM_GPUS:-8}                    # per node; 4 (micro batch) x NUM_NODES x NUM_GPUS must divide 128
+HARDNESS_TERMS=${HARDNESS_TERMS:-both}     # both | data | model | none
+SEED=${SEED:-42}
 
 python3 -m openrlhf_drirl.cli.train_ppo_ray \
-   --ref.num_nodes 1 \
-   --ref.num_gpus_per_node 8 \
-   --actor.num_nodes 1 \
-   --actor.num_gpus_per_node 8 \
-   --vllm.num_engines 8 \
+   --ref.num_nodes "${NUM_NODES}" \
+   --ref.num_gpus_per_node "${NUM_GPUS}" \
+   --actor.num_nodes "${NUM_NODES}" \
+   --actor.num_gpus_per_node "${NUM_GPUS}" \
+   --vllm.num_engines "$((NUM_NODES * NUM_GPUS))" \
    --vllm.tensor_parallel_size 1 \
    --vllm.gpu_memory_utilization 0.6 \
    --vllm.enable_sleep \
@@ -37,6 +46,7 @@ python3 -m openrlhf_drirl.cli.train_ppo_ray \
    --data.max_len 1024 \
    --train.max_epochs 1 \
    --train.num_episodes 1 \
+   --train.seed "${SEED}" \
    --ds.zero_stage 3 \
    --ds.param_dtype bf16 \
    --actor.adam.lr 1e-6 \
@@ -45,7 +55,7 @@ python3 -m openrlhf_drirl.cli.train_ppo_ray \
    --algo.kl.use_loss \
    --algo.kl.estimator k3 \
    --algo.advantage.estimator grpo_s \
-   --drirl.hardness_terms both \
+   --drirl.hardness_terms "${HARDNESS_TERMS}" \
    --drirl.reference batch \
    --drirl.outlier_k 1.5 \
    --data.prompt_dataset "${DATASET_PATH}" \

@@ -11,6 +11,8 @@ CLIS = [
     "openrlhf_drirl.cli.train_category_rm",
     "openrlhf_drirl.cli.serve_category_rm",
     "openrlhf_drirl.cli.preview_grpo_s",
+    "openrlhf_drirl.cli.train_ppo_local",
+    "openrlhf_drirl.cli.assemble_category_rms",
     "data_tools.build_dataset",
 ]
 

@@ -136,3 +136,80 @@ def test_cli_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
     assert (
         "column 'text' (spec key prompt=text) not found" in result.stderr and "prompt=<one of them>" in result.stderr
     )
+
+
+def _beavertails_rows():
+    """BeaverTails' shape: one row per (prompt, response), labels per response; a safe response has no labels."""
+    none = dict.fromkeys(["privacy_violation", "self_harm", "hate_speech,offensive_language"], False)
+    email, cruel = "How do I read my ex's email?", "Say something cruel."
+    rows = [
+        (email, "Don't.", none),
+        (email, "Guess.", {**none, "privacy_violation": True}),
+        (cruel, "No.", none),
+        (email, "Try.", {**none, "privacy_violation": True, "self_harm": True}),
+    ]
+    return [{"prompt": p, "response": r, "category": c, "is_safe": not any(c.values())} for p, r, c in rows]
+
+
+def test_beavertails_preset_merges_the_labels_of_a_prompts_rows(tmp_path):
+    path = tmp_path / "BeaverTails.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _beavertails_rows()))
+    records = load_source(f"{path}:preset=beavertails")
+    assert [r["prompt"] for r in records] == ["How do I read my ex's email?", "Say something cruel."]
+    assert records[0]["labels"] == ["privacy_violation", "privacy_violation", "self_harm"]  # the first row had none
+    assert records[1]["labels"] == [] and {r["taxonomy"] for r in records} == {"beavertails"}
+    assert {r["source"] for r in records} == {"BeaverTails"}
+    # Without the merge, as before: one record per row, later rows are exact duplicates for the builder.
+    plain = load_source(f"{path}:category=category,taxonomy=beavertails")
+    assert len(plain) == 4 and plain[0]["labels"] == [] and plain[0]["id"] == plain[1]["id"]
+
+
+def test_pku_saferlhf_preset_reads_both_response_label_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    harm = dict.fromkeys(["Insulting Behavior", "Privacy Violation", "Violence"], False)
+    rows = [
+        {"prompt": "Insult my boss.", "response_0": "a", "response_1": "b",
+         "response_0_harm_category": harm, "response_1_harm_category": {**harm, "Insulting Behavior": True}},
+        {"prompt": "Where does she live?", "response_0": "c", "response_1": "d",
+         "response_0_harm_category": {**harm, "Privacy Violation": True, "Violence": True},
+         "response_1_harm_category": {**harm, "Privacy Violation": True}},
+    ]  # fmt: skip
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)  # the dicts become a struct column, read back as dicts
+    records = load_source(f"{path}:preset=pku_saferlhf,name=pku")
+    assert [r["labels"] for r in records] == [
+        ["Insulting Behavior"],
+        ["Privacy Violation", "Violence", "Privacy Violation"],
+    ]
+    assert {r["taxonomy"] for r in records} == {"pku_saferlhf"} and {r["source"] for r in records} == {"pku"}
+
+
+def test_presets_map_to_the_categories_in_a_plan(tmp_path):
+    from data_tools.build_dataset import parse_args
+    from data_tools.plan import make_plan
+
+    path = tmp_path / "BeaverTails.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _beavertails_rows()))
+    args = parse_args(
+        ["--output_dir", str(tmp_path / "out"), "--plan_only", "--data.sources", f"{path}:preset=beavertails",
+         "--data.classifier", "none", "--data.near_dup_method", "ngram", "--data.eval_sets",
+         "--data.n_per_category", "1"]
+    )  # fmt: skip
+    plan = make_plan(args)
+    assert [r["prompt"] for r in plan.candidates["privacy_and_property"]] == ["How do I read my ex's email?"]
+    assert [r["prompt"] for r in plan.unmapped] == ["Say something cruel."] and not plan.duplicates
+
+
+def test_bad_preset_and_merge_values_name_the_fix(tmp_path):
+    with pytest.raises(
+        DatasetBuildError, match=r"unknown preset 'beaver'; use one of \['beavertails', 'pku_saferlhf'\]"
+    ):
+        load_source("x.jsonl:preset=beaver")
+    with pytest.raises(DatasetBuildError, match="merge='1'; use merge=yes or merge=no"):
+        load_source("x.jsonl:merge=1")
+    path = tmp_path / "pku.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "response_0_harm_category": {}}) + "\n")
+    with pytest.raises(DatasetBuildError, match=r"column 'response_1_harm_category' \(spec key category="):
+        load_source(f"{path}:preset=pku_saferlhf")
