@@ -1,0 +1,160 @@
+"""``python -m openrlhf_drirl.cli.training_report``: what GRPO-S did during training, from the rollout logs.
+
+    python -m openrlhf_drirl.cli.training_report --run grpo_s=OUT/policy/rollout_samples.jsonl [--run ...] \
+        --output_dir DIR
+
+Each file is a ``train_ppo_local --local.rollout_log`` (one row per rollout sample). Writes under --output_dir:
+``training.md`` (and with ``--append_to`` the same section at the end of another report; per run: steps, samples, the reward of the first and the last step per category, α's spread, each
+mean with its bootstrap 95% interval and n), ``alpha_distribution.png`` (histograms of α, α^D and α^M over every
+sample) and ``reward_by_category.png`` (mean reward per category and step). Runs of ``--drirl.hardness_terms none``
+log the α terms without using them: their histograms show what GRPO-S would have applied.
+"""
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+from typing import Dict, List
+
+from openrlhf_drirl.contract import CATEGORY_KEY, parse_label
+from openrlhf_drirl.evaluation.metrics import bootstrap_mean
+from openrlhf_drirl.local.rollout_log import read_rows
+
+ALPHA_KEYS = ("drirl/alpha", "drirl/alpha_D", "drirl/alpha_M")
+
+
+def mean_with_ci(values: List[float], percent: bool = False) -> str:
+    entry = bootstrap_mean(values)
+    scale, unit, digits = (100, "%", 1) if percent else (1, "", 3)
+    low, high = (x * scale for x in entry["ci"])
+    return f"{entry['value'] * scale:.{digits}f}{unit} [{low:.{digits}f}, {high:.{digits}f}] n={entry['n']}"
+
+
+def category(row: dict) -> str:
+    return parse_label(row["label"])[CATEGORY_KEY] if row.get("label") is not None else "unlabelled"
+
+
+def reward_by_category_and_step(rows: List[dict]) -> Dict[str, Dict[int, List[float]]]:
+    out = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        out[category(row)][row["step"]].append(row["reward"])
+    return out
+
+
+def markdown(runs: Dict[str, List[dict]]) -> str:
+    lines = ["# Training", "", "Means with bootstrap 95% intervals and n (samples).", ""]
+    lines += ["| run | steps | samples | reward, first step | reward, last step | α mean | α > 1 | α min..max |"]
+    lines += ["|---|---|---|---|---|---|---|---|"]
+    for name, rows in runs.items():
+        steps = sorted({r["step"] for r in rows})
+        first = [r["reward"] for r in rows if r["step"] == steps[0]]
+        last = [r["reward"] for r in rows if r["step"] == steps[-1]]
+        alphas = [r["drirl/alpha"] for r in rows if "drirl/alpha" in r]
+        alpha_cells = ["-", "-", "-"]
+        if alphas:
+            above = [float(a > 1) for a in alphas]
+            alpha_cells = [
+                mean_with_ci(alphas),
+                mean_with_ci(above, percent=True),
+                f"{min(alphas):.3f}..{max(alphas):.3f}",
+            ]
+        lines.append(
+            f"| {name} | {len(steps)} | {len(rows)} | {mean_with_ci(first)} | "
+            f"{mean_with_ci(last)} | " + " | ".join(alpha_cells) + " |"
+        )
+    lines += ["", "## Reward per category, first and last step", ""]
+    lines += ["| run | category | first step | last step |", "|---|---|---|---|"]
+    for name, rows in runs.items():
+        for c, by_step in sorted(reward_by_category_and_step(rows).items()):
+            first, last = min(by_step), max(by_step)
+            lines.append(
+                f"| {name} | {c} | {mean_with_ci(by_step[first])} (step {first}) | "
+                f"{mean_with_ci(by_step[last])} (step {last}) |"
+            )
+    lines += ["", "![α distributions](alpha_distribution.png)", "", "![reward by category](reward_by_category.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: Dict[str, List[dict]], output_dir: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(ALPHA_KEYS), figsize=(4.5 * len(ALPHA_KEYS), 3.5))
+    for ax, key in zip(axes, ALPHA_KEYS):
+        for name, rows in runs.items():
+            values = [r[key] for r in rows if key in r]
+            if values:
+                ax.hist(values, bins=30, alpha=0.5, label=f"{name} (n={len(values)})")
+        ax.axvline(1.0, color="grey", linewidth=0.8)
+        ax.set_title(key.replace("drirl/", ""))
+        ax.set_xlabel("scale")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("samples")
+    fig.tight_layout()
+    fig.savefig(os.path.join(output_dir, "alpha_distribution.png"), dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.5), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], runs.items()):
+        for c, by_step in sorted(reward_by_category_and_step(rows).items()):
+            steps = sorted(by_step)
+            ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], marker="o", label=c)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean reward")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(output_dir, "reward_by_category.png"), dpi=110)
+    plt.close(fig)
+
+
+def parse_runs(specs: List[str]) -> Dict[str, List[dict]]:
+    runs = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--run {spec!r}: write NAME=ROLLOUT_LOG, e.g. grpo_s=OUT/policy/rollout_samples.jsonl")
+        if not os.path.isfile(path):
+            raise ValueError(f"--run {spec}: no such file (train_ppo_local writes it with --local.rollout_log)")
+        rows = read_rows(path)
+        if not rows or "reward" not in rows[0]:
+            raise ValueError(f"--run {spec}: no rollout rows with a reward in {path}")
+        runs[name] = rows
+    if not runs:
+        raise ValueError("give at least one --run NAME=ROLLOUT_LOG")
+    return runs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=ROLLOUT_LOG", help="repeatable")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument(
+        "--append_to", default=None, help="also append the section to this markdown file (an evaluation report)"
+    )
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        runs = parse_runs(args.run)
+    except ValueError as e:
+        print(f"training_report: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    os.makedirs(args.output_dir, exist_ok=True)
+    plot(runs, args.output_dir)
+    path = os.path.join(args.output_dir, "training.md")
+    with open(path, "w") as f:
+        f.write(markdown(runs))
+    print(f"training_report: wrote {path}")
+    if args.append_to:
+        # Image links are relative: the file appended to should sit in --output_dir.
+        with open(args.append_to, "a") as f:
+            f.write("\n" + markdown(runs))
+
+
+if __name__ == "__main__":
+    main()

