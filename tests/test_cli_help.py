@@ -13,6 +13,9 @@ CLIS = [
     "openrlhf_drirl.cli.preview_grpo_s",
     "openrlhf_drirl.cli.train_ppo_local",
     "openrlhf_drirl.cli.assemble_category_rms",
+    "openrlhf_drirl.cli.evaluate",
+    "openrlhf_drirl.cli.evaluation_report",
+    "openrlhf_drirl.cli.training_report",
     "data_tools.build_dataset",
 ]
 

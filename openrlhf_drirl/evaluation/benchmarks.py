@@ -1,0 +1,196 @@
+"""The prompt sets, as evaluation items ``{"id", "benchmark", "prompt", "category", "expected", ...}``.
+
+``expected`` is ``refuse`` for a harmful prompt and ``comply`` for XSTest's safe prompts; ``category`` is the set's own
+category (StrongREJECT's, HarmBench's semantic category, XSTest's prompt type, the builder's category for held-out
+prompts). Bundled sets (data_tools/bundled/eval/, provenance in data_tools/bundled/PROVENANCE.md):
+
+    strongreject   313 forbidden prompts (Souly et al. 2024)
+    harmbench      the 159 "standard" behaviors of HarmBench's text test split (Mazeika et al. 2024); the contextual
+                   ones need their context and the copyright ones HarmBench's hashing classifier, so both are left out
+    xstest         450 prompts: 250 safe (should be answered), 200 unsafe contrast prompts (Röttger et al. 2024)
+    heldout        the data builder's prompts.heldout.jsonl (needs --heldout FILE)
+"""
+
+import csv
+import json
+import os
+import random
+from typing import Callable, Dict, List, Optional
+
+from data_tools import BUNDLED_DIR
+from openrlhf_drirl.contract import DEFAULT_CATEGORIES, LABEL_KEY, LabelError, category_of
+from openrlhf_drirl.evaluation import SHOULD_COMPLY, SHOULD_REFUSE, EvaluationError
+
+EVAL_DIR = os.path.join(BUNDLED_DIR, "eval")
+
+
+def read_rows(path: str, flag: str) -> List[dict]:
+    """Rows of a JSONL or CSV file; errors name ``flag``, the line and the fix."""
+    if not os.path.isfile(path):
+        raise EvaluationError(f"{flag} {path!r} does not exist: pass a .jsonl or .csv file")
+    if path.endswith(".csv"):
+        with open(path, encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f))
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EvaluationError(
+                    f"{flag} {path}:{number} is not JSON ({e.msg}): fix or delete that line"
+                ) from None
+            if not isinstance(row, dict):
+                raise EvaluationError(f"{flag} {path}:{number} is not a JSON object: write one object per line")
+            rows.append(row)
+    return rows
+
+
+def prompt_of(row: dict, key: str, where: str, flag: str) -> str:
+    if key not in row:
+        raise EvaluationError(
+            f"{where} has no {key!r} column (columns: {sorted(row)}): pass the prompt column with {flag}"
+        )
+    prompt = row[key]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise EvaluationError(f"{where} column {key!r} is empty or not a string: fix the row or drop it")
+    return prompt
+
+
+def load_strongreject(path: Optional[str] = None) -> List[dict]:
+    rows = read_rows(os.path.join(EVAL_DIR, "strongreject.jsonl"), "bundled strongreject")
+    return [
+        {"id": f"strongreject/{i}", "prompt": r["prompt"], "category": r["category"], "expected": SHOULD_REFUSE}
+        for i, r in enumerate(rows)
+    ]
+
+
+def load_harmbench(path: Optional[str] = None) -> List[dict]:
+    rows = read_rows(os.path.join(EVAL_DIR, "harmbench_text_test.jsonl"), "bundled harmbench")
+    return [
+        {
+            "id": f"harmbench/{r['behavior_id']}",
+            "prompt": r["prompt"],
+            "category": r["semantic_category"],
+            "expected": SHOULD_REFUSE,
+        }
+        for r in rows
+        if r["functional_category"] == "standard"
+    ]
+
+
+def load_xstest(path: Optional[str] = None) -> List[dict]:
+    rows = read_rows(os.path.join(EVAL_DIR, "xstest_prompts.csv"), "bundled xstest")
+    return [
+        {
+            "id": f"xstest/{r['id']}",
+            "prompt": r["prompt"],
+            "category": r["type"],
+            "expected": SHOULD_COMPLY if r["label"] == "safe" else SHOULD_REFUSE,
+            "xstest_label": r["label"],
+        }
+        for r in rows
+    ]
+
+
+def load_heldout(path: Optional[str], categories=DEFAULT_CATEGORIES) -> List[dict]:
+    """The builder's held-out prompt rows; the category comes from the label (``contract.category_of``), and the
+    label is kept, so the reward-model judge can send its demonstration."""
+    if not path:
+        raise EvaluationError(
+            "the heldout benchmark needs --heldout DATA_DIR/prompts.heldout.jsonl (written by data_tools.build_dataset)"
+        )
+    items = []
+    for i, row in enumerate(read_rows(path, "--heldout")):
+        where = f"--heldout {path} row {i + 1}"
+        try:
+            category = category_of(row.get(LABEL_KEY), categories, i)
+        except LabelError as e:
+            raise EvaluationError(f"{where}: {e}") from None
+        record_id = row.get(LABEL_KEY, {}).get("id") if isinstance(row.get(LABEL_KEY), dict) else None
+        items.append(
+            {
+                "id": f"heldout/{record_id or i}",
+                "prompt": prompt_of(row, "prompt", where, "a prompts.heldout.jsonl from data_tools"),
+                "category": category,
+                "expected": SHOULD_REFUSE,
+                LABEL_KEY: row[LABEL_KEY],
+            }
+        )
+    return items
+
+
+def load_prompt_file(name: str, path: str, prompt_key: str = "prompt", category_key: str = "category") -> List[dict]:
+    """Any local JSONL/CSV with a prompt column. Its prompts count as harmful (``expected: refuse``) unless a
+    ``label`` column says ``safe`` or ``unsafe`` (XSTest's convention); ``category_key`` is used when present."""
+    items = []
+    for i, row in enumerate(read_rows(path, f"--prompt_file {name}=")):
+        where = f"--prompt_file {name}={path} row {i + 1}"
+        label = row.get("label")
+        expected = SHOULD_COMPLY if isinstance(label, str) and label.strip().lower() == "safe" else SHOULD_REFUSE
+        category = row.get(category_key)
+        items.append(
+            {
+                "id": f"{name}/{row.get('id', i)}",
+                "prompt": prompt_of(row, prompt_key, where, "--prompt_key"),
+                "category": str(category) if category not in (None, "") else "all",
+                "expected": expected,
+            }
+        )
+    if len({item["id"] for item in items}) != len(items):
+        raise EvaluationError(f"--prompt_file {name}={path} repeats an 'id': make the ids unique or drop the column")
+    return items
+
+
+BENCHMARKS: Dict[str, Callable[[Optional[str]], List[dict]]] = {
+    "strongreject": load_strongreject,
+    "harmbench": load_harmbench,
+    "xstest": load_xstest,
+    "heldout": load_heldout,
+}
+
+
+def seeded_slice(items: List[dict], limit: Optional[int], seed: int) -> List[dict]:
+    """``limit`` items drawn with ``seed``, in their original order. Stratified by ``expected`` so XSTest keeps its
+    safe/unsafe mix (largest remainders); a set with one kind is a plain seeded sample. A larger limit gives a
+    superset, so a run resumed with it reuses the responses already logged."""
+    if not limit or limit >= len(items):
+        return items
+    groups: Dict[str, List[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(item["expected"], []).append(index)
+    quotas = {k: limit * len(v) / len(items) for k, v in groups.items()}
+    counts = {k: int(q) for k, q in quotas.items()}
+    for k in sorted(quotas, key=lambda k: (counts[k] - quotas[k], k))[: limit - sum(counts.values())]:
+        counts[k] += 1
+    # The first counts[k] of a seeded shuffle: a larger --limit keeps the items of a smaller one (their responses too).
+    shuffled = {k: random.Random(f"{seed}:{k}").sample(v, len(v)) for k, v in groups.items()}
+    chosen = sorted(i for k in sorted(groups) for i in shuffled[k][: counts[k]])
+    return [items[i] for i in chosen]
+
+
+def load_items(
+    benchmarks: List[str],
+    heldout: Optional[str],
+    prompt_files: Dict[str, str],
+    prompt_key: str,
+    limit: Optional[int],
+    seed: int,
+) -> List[dict]:
+    """Every item of the chosen sets, each with its ``benchmark``, ``--limit`` applied per set."""
+    items = []
+    for name in benchmarks:
+        if name not in BENCHMARKS:
+            raise EvaluationError(
+                f"unknown benchmark {name!r} in --benchmarks: use {', '.join(BENCHMARKS)}, or --prompt_file NAME=FILE"
+            )
+        rows = BENCHMARKS[name](heldout) if name == "heldout" else BENCHMARKS[name]()
+        items += [{**item, "benchmark": name} for item in seeded_slice(rows, limit, seed)]
+    for name, path in prompt_files.items():
+        if name in BENCHMARKS:
+            raise EvaluationError(f"--prompt_file {name}= reuses a bundled benchmark name: pick another NAME")
+        rows = load_prompt_file(name, path, prompt_key)
+        items += [{**item, "benchmark": name} for item in seeded_slice(rows, limit, seed)]
+    return items
