@@ -1,9 +1,14 @@
 """GRPO-S vs group_norm: advantage computation through OpenRLHF's RemoteExperienceMaker.compute_advantages_and_returns.
 
 Same rollout batch for both (default 1024 prompts x 8 samples over 7 categories, OpenRLHF's micro-batch split),
-timed interleaved in one run; prints the median time of each and the ratio GRPO-S / group_norm (target <= 1.10).
+timed interleaved in one run; prints the median time of each and the ratio GRPO-S / group_norm (target <= 1.05 with
+static micro-batches, <= 1.10 with ``--max_tokens_per_gpu``, i.e. ``--train.dynamic_batch_enable``).
 
     python bench/bench_grpo_s.py [--prompts 1024] [--samples 8] [--repeats 7]
+    python bench/bench_grpo_s.py --max_tokens_per_gpu 2048      # dynamic batching: fewer, uneven micro-batches
+
+On CPU, ops whose kernels run a parallel loop (advanced indexing, exp/log, F.logsigmoid) cost milliseconds each when
+the cores are busy with other jobs; both estimators pay that for their own ops, so compare the ratio, not the times.
 """
 
 import argparse
@@ -69,7 +74,10 @@ def main():
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, value in medians.items():
         print(f"{name:>10}: median {value * 1e3:8.2f} ms  (min {min(times[name]) * 1e3:.2f} ms)")
-    print(f"ratio grpo_s / group_norm (median): {medians['grpo_s'] / medians['group_norm']:.3f}  (target <= 1.10)")
+    target = 1.10 if args.max_tokens_per_gpu > 0 else 1.05
+    ratio = medians["grpo_s"] / medians["group_norm"]
+    verdict = "met" if ratio <= target else "NOT met"
+    print(f"ratio grpo_s / group_norm (median): {ratio:.3f}  (target <= {target:.2f}: {verdict})")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ CLIS = [
     "openrlhf_drirl.cli.evaluate",
     "openrlhf_drirl.cli.evaluation_report",
     "openrlhf_drirl.cli.training_report",
+    "openrlhf_drirl.cli.precompute_demonstrations",
     "data_tools.build_dataset",
 ]
 

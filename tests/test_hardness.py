@@ -289,6 +289,50 @@ def test_bad_call_arguments(tiny_clip):
     assert tiny_clip([], []).shape == (0,)
 
 
+def _bundled_texts():
+    """Every string of the bundled prompt sets and of the seed demonstrations, and their sub-sentences."""
+    import glob
+    import json
+
+    root = os.path.join(os.path.dirname(__file__), "..", "data_tools")
+    paths = sorted(glob.glob(os.path.join(root, "bundled", "**", "*.jsonl"), recursive=True))
+    paths.append(os.path.join(root, "seed_demonstrations.jsonl"))
+    texts = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                texts += [v for v in json.loads(line).values() if isinstance(v, str) and v.strip()]
+    for path in glob.glob(os.path.join(root, "bundled", "**", "*.txt"), recursive=True):
+        with open(path, encoding="utf-8") as f:
+            texts += [line for line in f if line.strip()]
+    return list(dict.fromkeys(texts + [s for text in texts for s in split_sub_sentences(text)]))
+
+
+def test_fast_tokenizer_gives_open_clip_token_ids_on_the_bundled_texts(tiny_clip):
+    """The Rust tokenizer built from open_clip's own BPE file: the same ids as open_clip's SimpleTokenizer, and the
+    first window of a long text is open_clip's truncated context row."""
+    encoder, slow = tiny_clip.encoder, tiny_clip.encoder.tokenizer
+    texts = _bundled_texts() + [
+        "it'ſ HE'S I'LL <start_of_text>x a<end_of_text>b",
+        "&amp; &lt;b&gt; naïve café İstanbul ﬁ ß 😀👍🏽 日本語テキスト ３５ 3.5",
+        " \u00a0x\u2003y\u200bz\u3000 ",
+        "word " * 200,
+    ]
+    assert len(texts) > 4000
+    rows = encoder.token_rows(texts)
+    window = encoder.context_length - 2
+    truncated = slow(texts)  # open_clip's (texts, 77) rows: cut at the context, end token last
+    long_texts = 0
+    for text, text_rows, expected_row in zip(texts, rows, truncated):
+        ids = slow.encode(text)
+        assert [t for row in text_rows for t in row[1:-1]] == ids, text
+        assert all(len(row) <= encoder.context_length for row in text_rows)
+        first = list(text_rows[0]) + [0] * (encoder.context_length - len(text_rows[0]))
+        assert first == expected_row.tolist(), text
+        long_texts += len(ids) > window
+    assert long_texts >= 10  # the truncation case is exercised
+
+
 def test_random_vit_b_32_text_tower():
     torch.manual_seed(0)
     sim = build_similarity(parse_hardness(["--hardness.model_name", "ViT-B-32", "--hardness.pretrained", "none"]))

@@ -10,7 +10,7 @@ from openrlhf.utils.agent import SingleTurnAgentExecutor
 
 import openrlhf_drirl.reward.reward_func as reward_func_module
 from openrlhf_drirl.reward.data import reward_text
-from openrlhf_drirl.reward.scorer import CategoryRewardScorer, RewardRequestError
+from openrlhf_drirl.reward.scorer import MAX_CHUNK_PADDING, CategoryRewardScorer, RewardRequestError
 
 
 class WordOverlap:
@@ -240,3 +240,43 @@ def test_max_len_above_the_model_positions_is_capped_loudly(scorer, caplog):
         capped = CategoryRewardScorer(scorer.model, scorer.tokenizer, max_len=positions * 2)
     assert capped.max_len == positions
     assert f"--data.max_len {positions * 2} is above the reward model's {positions} positions" in caplog.text
+
+
+def test_rows_are_scored_sorted_by_length_and_returned_in_the_callers_order(scorer):
+    """Chunks of length-sorted rows pad little; the rewards are those of unpadded scoring, in the caller's order."""
+    batched = CategoryRewardScorer(scorer.model, scorer.tokenizer, similarity=None, batch_size=4)
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 40, (13,), generator=generator).tolist() + [100, 3]  # a long row and a short one
+    sequences = [torch.randint(5, 200, (length,), generator=generator).tolist() for length in lengths]
+    category_ids = [i % len(scorer.categories) for i in range(len(sequences))]
+    rewards = batched.rewards_of(sequences, category_ids)
+    one_by_one = torch.cat([scorer.rewards_of([seq], [c]) for seq, c in zip(sequences, category_ids)])
+    torch.testing.assert_close(rewards, one_by_one, rtol=1e-4, atol=1e-5)
+    # In arrival order, 4-row chunks would pad each row to its chunk's longest one.
+    chunks = [lengths[i : i + 4] for i in range(0, len(lengths), 4)]
+    arrival_padding = sum(max(chunk) * len(chunk) - sum(chunk) for chunk in chunks)
+    assert batched.computed_tokens - batched.padding_tokens == sum(lengths)
+    assert batched.padding_tokens <= MAX_CHUNK_PADDING * batched.computed_tokens
+    assert batched.padding_tokens < arrival_padding / 5
+
+
+def test_two_phase_similarity_gives_what_a_direct_call_gives(scorer):
+    """SubSentenceSimilarity's CPU part runs in the scorer's thread during the reward forward, its encoder after:
+    the same W as calling it directly, cold and warm (demonstrations cached)."""
+    import open_clip
+
+    from openrlhf_drirl.hardness import build_similarity
+
+    open_clip.add_model_config(os.path.join(os.path.dirname(__file__), "assets", "drirl-tiny-clip.json"))
+    torch.manual_seed(0)
+    cfg = type("Cfg", (), {"model_name": "drirl-tiny-clip", "pretrained": "none", "device": "cpu"})
+    similarity = build_similarity(cfg)
+    overlapped = CategoryRewardScorer(scorer.model, scorer.tokenizer, similarity=similarity)
+    responses = ["I can't help, it could hurt my boss.", "Sure. Here is how, step one. Step two!", "No; talk to HR."]
+    requests = [_request(overlapped, prompt=f"Two-phase prompt {i}?", response=r) for i, r in enumerate(responses)]
+    queries, prompts, labels = (sum((list(r[k]) for r in requests), []) for k in range(3))
+    for _ in range(2):
+        result = overlapped(queries, prompts, labels)
+        direct = similarity(responses, [label["demonstration"] for label in labels])
+        torch.testing.assert_close(result["extra_logs"]["drirl_similarity"], direct)
+    assert similarity.cache_hits > 0

@@ -72,11 +72,13 @@ class DRIRLExperienceMaker(RemoteExperienceMaker):
             raise ValueError(
                 f"experience indices must cover 0..{num_samples - 1} in whole groups of n_samples_per_prompt={n}"
             )
+        # Rewards, info and metrics stay on the device the rollout's tensors are on (CPU in OpenRLHF, any in tests).
+        device = experiences[0].rewards.device
+        positions, indices = indices.tolist(), indices.to(device)
 
         def to_rollout_order(values: torch.Tensor) -> torch.Tensor:
-            ordered = torch.empty_like(values)
-            ordered[indices] = values
-            return ordered
+            values = values.to(device)
+            return torch.empty_like(values).index_copy_(0, indices, values)
 
         raw_rewards = torch.cat([experience.rewards.reshape(-1) for experience in experiences])
         bad = (~torch.isfinite(raw_rewards)).nonzero().flatten()
@@ -87,7 +89,7 @@ class DRIRLExperienceMaker(RemoteExperienceMaker):
             )
         rewards = to_rollout_order(raw_rewards).reshape(-1, n)
         labels = [None] * num_samples
-        for position, label in zip(indices.tolist(), itertools.chain.from_iterable(e.labels for e in experiences)):
+        for position, label in zip(positions, itertools.chain.from_iterable(e.labels for e in experiences)):
             labels[position] = label
         # Per-sample info tensors present in every micro-batch (the reward function's extra_logs among them),
         # gathered into rollout order when the estimator reads them.
@@ -101,28 +103,40 @@ class DRIRLExperienceMaker(RemoteExperienceMaker):
             lambda key: to_rollout_order(torch.cat([e.info[key].reshape(-1).float() for e in experiences])),
         )
 
-        group_reward_stds = rewards.std(-1, keepdim=True).repeat(1, n).reshape(-1)[indices].split(exp_len)
+        group_reward_stds = (
+            rewards.std(-1, keepdim=True).repeat(1, n).reshape(-1).index_select(0, indices).split(exp_len)
+        )
         for experience, group_reward_std in zip(experiences, group_reward_stds):
             experience.info["group_reward_std"] = group_reward_std
 
         shaped, metrics = estimator.fn(rewards, labels, info, args, self.advantage_state)
         if shaped.shape != rewards.shape:
             raise ValueError(f"estimator {estimator.name} returned shape {tuple(shaped.shape)}, not {rewards.shape}")
-        # One (metrics, samples) matrix, reordered and split once: per-metric work per micro-batch would dominate.
-        # Batch statistics (scalars) repeat on every sample, so OpenRLHF's per-sample mean logs them as they are.
-        names = list(metrics)
-        if names:
-            rows = [
-                torch.as_tensor(metrics[name], dtype=torch.float32).reshape(-1).expand(num_samples) for name in names
-            ]
-            per_experience = torch.stack(rows)[:, indices].split(exp_len, dim=1)
-            for experience, values in zip(experiences, per_experience):
-                experience.info.update(zip(names, values.unbind(0)))
+        # Per-sample metrics: one (metrics, samples) matrix, reordered and split once (per-metric work per micro-batch
+        # would dominate). Batch statistics (scalars) repeat on every sample, so OpenRLHF's per-sample mean logs them
+        # as they are; micro-batches of one length share the same read-only views of them.
+        values = {
+            name: torch.as_tensor(v, dtype=torch.float32, device=device).reshape(-1) for name, v in metrics.items()
+        }
+        sample_names = [name for name, v in values.items() if v.numel() != 1]
+        scalar_names = [name for name, v in values.items() if v.numel() == 1]
+        if sample_names:
+            per_experience = (
+                torch.stack([values[name] for name in sample_names]).index_select(1, indices).split(exp_len, dim=1)
+            )
+            for experience, rows in zip(experiences, per_experience):
+                experience.info.update(zip(sample_names, rows.unbind(0)))
+        if scalar_names:
+            scalars, views = torch.cat([values[name] for name in scalar_names])[:, None], {}
+            for experience, length in zip(experiences, exp_len):
+                if length not in views:
+                    views[length] = scalars.expand(-1, length).unbind(0)
+                experience.info.update(zip(scalar_names, views[length]))
 
         if args.algo.advantage.gamma != 1.0:
             logger.warning(f"gamma is set to 1.0 for {estimator.name}")
             args.algo.advantage.gamma = 1.0
-        for experience, reward in zip(experiences, shaped.reshape(-1)[indices].split(exp_len)):
+        for experience, reward in zip(experiences, shaped.reshape(-1).index_select(0, indices).split(exp_len)):
             reward = compute_reward(
                 reward,
                 self.kl_ctl.value,

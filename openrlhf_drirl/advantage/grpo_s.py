@@ -120,11 +120,17 @@ def segment_mean(values: torch.Tensor, segment_ids: torch.Tensor, num_segments: 
     return segment_sum(values, segment_ids, num_segments) / counts.clamp(min=1)
 
 
+def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """log σ(x) = min(x, 0) - log(1 + e^-|x|), stable for any x. Not F.logsigmoid: its CPU kernel runs a parallel
+    loop whatever the size, which took milliseconds per call on 2 busy cores (bench_grpo_s.py)."""
+    return x.clamp(max=0) - (-x.abs()).exp().log1p()
+
+
 def sigmoid_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """σ(a) / σ(b) as exp(log σ(a) - log σ(b)): σ(b) underflows to 0 for b below about -100 in float32 (a reward gap
     of -150 gave 0/0 = NaN); the log form stays finite. |log ratio| is capped at MAX_LOG_SCALE so α · z stays finite
     even for gaps of -1e30; OpenRLHF's --reward.clip_range bounds the shaped reward anyway."""
-    log_ratio = torch.nn.functional.logsigmoid(numerator) - torch.nn.functional.logsigmoid(denominator)
+    log_ratio = log_sigmoid(numerator) - log_sigmoid(denominator)
     return torch.exp(log_ratio.clamp(-MAX_LOG_SCALE, MAX_LOG_SCALE))
 
 
@@ -141,7 +147,11 @@ def data_hardness_scale(
     dissimilarity = 1.0 - similarity
     if mean_dissimilarity is None:
         mean_dissimilarity = segment_mean(dissimilarity, segment_ids, num_segments)
-    return sigmoid_ratio(dissimilarity, mean_dissimilarity[segment_ids]), mean_dissimilarity
+    # δ and δ̄ lie in [0, 2] (W is a cosine): σ cannot underflow, so the plain ratio needs no log form. It also keeps
+    # exp/log off the per-sample tensor: on CPU their kernels run parallel loops from 2k values, which cost
+    # milliseconds each on busy cores (bench_grpo_s.py); sigmoid and division do not.
+    alpha = torch.sigmoid(dissimilarity) / torch.sigmoid(mean_dissimilarity).index_select(0, segment_ids)
+    return alpha, mean_dissimilarity
 
 
 def model_responsiveness_scale(
@@ -157,14 +167,18 @@ def model_responsiveness_scale(
     sample nearest m_s is always kept; with a reference mean a segment could lose every sample, and then keeps all.
     Returns (α^M per segment, kept mask per sample).
     """
+    # Per-sample gathers use index_select, not tensor[ids]: on CPU, advanced indexing runs a parallel kernel that took
+    # milliseconds per call on 2 busy cores (bench_grpo_s.py) where index_select takes microseconds; same values.
     batch_mean = segment_mean(reward_gap, segment_ids, num_segments)
     center = batch_mean if mean_reward_gap is None else mean_reward_gap
-    variance = segment_mean((reward_gap - batch_mean[segment_ids]) ** 2, segment_ids, num_segments)
-    tau = (outlier_k**2) * variance
-    # s = 0 (all gaps equal) keeps all, whatever the rounding of the mean.
-    kept = ((reward_gap - center[segment_ids]) ** 2 <= tau[segment_ids]) | (variance[segment_ids] == 0)
+    variance = segment_mean((reward_gap - batch_mean.index_select(0, segment_ids)) ** 2, segment_ids, num_segments)
+    sample_variance = variance.index_select(0, segment_ids)
+    # τ = (k·s)²; s = 0 (all gaps equal) keeps all, whatever the rounding of the mean.
+    kept = ((reward_gap - center.index_select(0, segment_ids)) ** 2 <= (outlier_k**2) * sample_variance) | (
+        sample_variance == 0
+    )
     kept_counts = segment_sum(kept.to(reward_gap.dtype), segment_ids, num_segments)
-    kept = kept | (kept_counts[segment_ids] == 0)
+    kept = kept | (kept_counts.index_select(0, segment_ids) == 0)
     kept_mean = segment_sum(reward_gap * kept, segment_ids, num_segments) / segment_sum(
         kept.to(reward_gap.dtype), segment_ids, num_segments
     ).clamp(min=1)
@@ -223,7 +237,8 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
     categories = list(config.categories)
     # A group's n samples answer one prompt and carry its label: one parse per group (the hot part at 8k samples).
     category = torch.tensor(category_ids(labels, categories, stride=n), device=device).repeat_interleave(n)
-    present = [c for i, c in enumerate(categories) if bool((category == i).any())]
+    category_counts = segment_sum(torch.ones(num_samples, device=device), category, len(categories)).tolist()
+    present = [c for c, count in zip(categories, category_counts) if count]
     if config.reference == "group":
         segment, num_segments = torch.arange(num_groups, device=device).repeat_interleave(n), num_groups
     else:
@@ -257,7 +272,7 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
             batch_means = segment_mean(gap, segment, num_segments)
             reference = _ema_update(state, "ema_mean_reward_gap", batch_means, present, config.ema_decay, categories)
         alpha_model_segment, kept = model_responsiveness_scale(gap, segment, num_segments, config.outlier_k, reference)
-        alpha_model = alpha_model_segment[segment]
+        alpha_model = alpha_model_segment.index_select(0, segment)
         metrics["drirl/reward_gap_outlier_frac"] = 1.0 - kept.float().mean()
 
     alpha = torch.ones_like(z)
@@ -271,10 +286,16 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
     metrics.update({"drirl/alpha": alpha, "drirl/alpha_D": alpha_data, "drirl/alpha_M": alpha_model})
     for name, values in (("alpha", alpha), ("alpha_D", alpha_data)):
         metrics[f"drirl/{name}_min"], metrics[f"drirl/{name}_max"] = values.min(), values.max()
-    flat_rewards = rewards.reshape(-1).double()
+    # One segment mean per metric, not one masked select per (metric, category): the fixed cost at 8k samples.
+    per_category = {
+        name: segment_mean(values, category, len(categories))
+        for name, values in (
+            ("reward_mean", rewards.reshape(-1).double()),
+            ("alpha_M", alpha_model),
+            ("alpha_D_mean", alpha_data),
+        )
+    }
     for c in present:
-        in_category = category == categories.index(c)
-        metrics[f"drirl/reward_mean/{c}"] = flat_rewards[in_category].mean()
-        metrics[f"drirl/alpha_M/{c}"] = alpha_model[in_category].mean()
-        metrics[f"drirl/alpha_D_mean/{c}"] = alpha_data[in_category].mean()
+        for name, means in per_category.items():
+            metrics[f"drirl/{name}/{c}"] = means[categories.index(c)]
     return (alpha * z).reshape(num_groups, n).to(rewards.dtype), metrics

@@ -290,7 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["bf16", "fp16", "fp32"],
         help="default: bf16 on GPU, fp32 on CPU",
     )
-    parser.add_argument("--device", type=str, default=None, help="default: cuda when present, else cpu")
+    parser.add_argument(
+        "--device",
+        type=str,
+        default="auto",
+        help="auto: every visible GPU, else cpu; or a comma list (cuda:0,cuda:1). Layout (b) places its category "
+        "models round-robin over them (seven 8B models need 98 GB in bf16: two 80 GB cards); layout (a) uses one",
+    )
     add_config_arguments(parser, ScoringConfig, "", "reward scoring")
     add_config_arguments(parser, ServerConfig, "", "serving")
     parser.add_argument("--host", type=str, default="127.0.0.1", help="Use 0.0.0.0 to serve other machines")
@@ -331,6 +337,8 @@ def main(argv: List[str] = None):
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"serve_category_rm: error: {e}", file=sys.stderr)
         sys.exit(2)
+    for category, model in getattr(scorer.model, "models", {}).items():  # layout (b): where each model sits
+        print(f"serve_category_rm: {category} on {next(model.parameters()).device}", flush=True)
     app = build_app(scorer, config_from_args(ServerConfig, args, ""))
     web.run_app(app, host=args.host, port=args.port, print=lambda message: print(message, flush=True))
 

@@ -62,6 +62,24 @@ class _BatchedEncoder:
         return out
 
 
+def clip_bpe_tokenizer(simple_tokenizer):
+    """open_clip's BPE as a Hugging Face ``tokenizers.Tokenizer`` for pre-split words: the same vocab and merges (read
+    by open_clip from its bundled ``bpe_simple_vocab_16e6.txt.gz``), the same byte map and end-of-word suffix.
+
+    Given the words of ``simple_tokenizer.pat`` on text cleaned by ``simple_tokenizer.clean_fn``, it gives exactly
+    ``simple_tokenizer.encode``'s ids (tests/test_hardness.py checks the bundled prompt sets and demonstrations).
+    """
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import BPE
+
+    tokenizer = Tokenizer(
+        BPE(vocab=simple_tokenizer.encoder, merges=list(simple_tokenizer.bpe_ranks), end_of_word_suffix="</w>")
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)  # GPT-2's byte map
+    tokenizer.add_special_tokens([simple_tokenizer.decoder[i] for i in simple_tokenizer.all_special_ids])
+    return tokenizer
+
+
 class OpenClipTextEncoder(_BatchedEncoder):
     """The text tower of an open_clip CLIP model (``encode_text``); the image tower is dropped after loading.
 
@@ -88,6 +106,8 @@ class OpenClipTextEncoder(_BatchedEncoder):
                 "supports CLIP's SimpleTokenizer (the ViT-*/RN* CLIP models): pick one of those, or "
                 "--hardness.backend hf"
             )
+        self.bpe = clip_bpe_tokenizer(self.tokenizer)
+        self.word_ids = {}  # word -> token ids, as open_clip's own BPE cache (which this replaces)
         self.context_length = self.tokenizer.context_length
         # CLIP's causal mask and end-token (argmax) pooling make positions after the end token invisible, so a batch
         # is padded only to its longest row: the same embedding as open_clip's encode_text on the full context, at a
@@ -108,9 +128,18 @@ class OpenClipTextEncoder(_BatchedEncoder):
     def token_rows(self, texts: Sequence[str]) -> List[List[TokenRow]]:
         window = self.context_length - 2
         sot, eot = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
+        # open_clip's cleaning (ftfy, html, spaces) and word pattern, then BPE in Rust for the words not seen yet:
+        # the same ids as open_clip's pure-Python encode, and new words cost microseconds, not a Python merge loop.
+        words = [self.tokenizer.pat.findall(self.tokenizer.clean_fn(text)) for text in texts]
+        unique = dict.fromkeys(w for text_words in words for w in text_words)
+        if len(self.word_ids) + len(unique) > 1 << 20:  # bounded, unlike open_clip's cache
+            self.word_ids.clear()
+        new = [w for w in unique if w not in self.word_ids]
+        encoded = self.bpe.encode_batch([[w] for w in new], is_pretokenized=True, add_special_tokens=False)
+        self.word_ids.update(zip(new, (encoding.ids for encoding in encoded)))
         rows = []
-        for text in texts:
-            ids = self.tokenizer.encode(text)
+        for text_words in words:
+            ids = [i for w in text_words for i in self.word_ids[w]]
             rows.append([(sot, *ids[i : i + window], eot) for i in range(0, max(len(ids), 1), window)])
         return rows
 

@@ -15,7 +15,7 @@ back skips encoding the demonstration, and an id that differs from the serving e
 """
 
 from collections import OrderedDict
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
 
@@ -64,10 +64,21 @@ class SubSentenceSimilarity:
         ``demonstration_embeddings[i]`` (optional, may be None per sample): label ``demonstration_embeddings``,
         L x D floats; ``demonstration_encoders`` (one id, or one per sample): label ``demonstration_encoder``.
         """
+        return self.prepare(responses, demonstrations, demonstration_embeddings, demonstration_encoders)()
+
+    def prepare(
+        self,
+        responses: Sequence[str],
+        demonstrations: Sequence[Optional[str]],
+        demonstration_embeddings: Optional[Sequence[Any]] = None,
+        demonstration_encoders: Union[None, str, Sequence[Optional[str]]] = None,
+    ) -> Callable[[], torch.Tensor]:
+        """The CPU part of ``__call__`` (checks, cache look-ups, splitting, tokenizing); returns the function that runs
+        the encoder and gives W. ``CategoryRewardScorer`` runs this part while the reward model runs."""
         if len(responses) != len(demonstrations):
             raise ValueError(f"got {len(responses)} responses but {len(demonstrations)} demonstrations: pass one each")
         if not responses:
-            return torch.zeros(0)
+            return lambda: torch.zeros(0)
         for i, response in enumerate(responses):
             if not isinstance(response, str):
                 raise TypeError(f"responses[{i}] is {type(response).__name__}: pass the decoded response text")
@@ -75,20 +86,24 @@ class SubSentenceSimilarity:
             demonstrations, demonstration_embeddings, demonstration_encoders, len(responses)
         )
         to_embed = list(dict.fromkeys(d for d, v in zip(demonstrations, demonstration_vectors) if v is None))
-        vectors = self._embed_texts(list(responses) + to_embed)
-        computed = dict(zip(to_embed, vectors[len(responses) :]))
-        for text, text_vectors in computed.items():
-            if text_vectors.shape[0] == 0:
-                raise LabelError(
-                    f"label.{DEMONSTRATION_KEY} of sample {demonstrations.index(text)} has no words ({text[:80]!r}): "
-                    + _DEMONSTRATION_FIX
-                )
-            self._cache_put(text, text_vectors)
+        embed = self._tokenize(list(responses) + to_embed)
 
-        demonstration_vectors = [
-            v if v is not None else computed[d] for d, v in zip(demonstrations, demonstration_vectors)
-        ]
-        return _mean_best_cosine(vectors[: len(responses)], demonstration_vectors)
+        def finish() -> torch.Tensor:
+            vectors = embed()
+            computed = dict(zip(to_embed, vectors[len(responses) :]))
+            for text, text_vectors in computed.items():
+                if text_vectors.shape[0] == 0:
+                    raise LabelError(
+                        f"label.{DEMONSTRATION_KEY} of sample {demonstrations.index(text)} has no words "
+                        f"({text[:80]!r}): " + _DEMONSTRATION_FIX
+                    )
+                self._cache_put(text, text_vectors)
+            vectors_of_demonstrations = [
+                v if v is not None else computed[d] for d, v in zip(demonstrations, demonstration_vectors)
+            ]
+            return _mean_best_cosine(vectors[: len(responses)], vectors_of_demonstrations)
+
+        return finish
 
     def precompute_demonstration_embeddings(self, texts: Sequence[str]) -> List[List[List[float]]]:
         """Per demonstration, its sub-sentence embeddings (L x D floats), for the label key
@@ -105,13 +120,22 @@ class SubSentenceSimilarity:
 
     def _embed_texts(self, texts: List[str]) -> List[torch.Tensor]:
         """(n_i, D) unit vectors per text: its sub-sentences, each cut into context windows, in one batched pass."""
+        return self._tokenize(texts)()
+
+    def _tokenize(self, texts: List[str]) -> Callable[[], List[torch.Tensor]]:
+        """Split and tokenize ``texts`` now (CPU); the returned function embeds them (``_embed_texts``)."""
         sub_sentences = [split_sub_sentences(text) for text in texts]
         # GRPO groups repeat whole sub-sentences ("I'm sorry, but I can't help with that."): encode each once.
         unique_sub_sentences = list(dict.fromkeys(s for subs in sub_sentences for s in subs))
         rows_of = dict(zip(unique_sub_sentences, self.encoder.token_rows(unique_sub_sentences)))
         row_index = {row: i for i, row in enumerate(dict.fromkeys(r for rows in rows_of.values() for r in rows))}
-        embeddings = self.encoder.embed(list(row_index))
-        return [embeddings[[row_index[row] for s in subs for row in rows_of[s]]] for subs in sub_sentences]
+        gather = [[row_index[row] for s in subs for row in rows_of[s]] for subs in sub_sentences]
+
+        def embed() -> List[torch.Tensor]:
+            embeddings = self.encoder.embed(list(row_index))
+            return [embeddings[index] for index in gather]
+
+        return embed
 
     def _demonstration_vectors(self, demonstrations, embeddings, encoders, batch_size) -> List[Optional[torch.Tensor]]:
         """Per sample, the checked precomputed vectors or the cached ones, None where the text is to be embedded."""

@@ -16,7 +16,7 @@ in the config) that ``get_llm_for_sequence_regression`` loads.
 import copy
 import json
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -190,10 +190,43 @@ def load_openrlhf_reward_model(path: str, param_dtype: str = "bf16", attn_implem
     return model
 
 
+def resolve_devices(spec: Optional[str]) -> List[str]:
+    """``--device``: None or ``auto`` gives every visible GPU (``cuda:0,cuda:1,...``), else ``cpu``; or a comma list
+    such as ``cuda:0,cuda:1``. Each entry is checked, so a typo or a missing GPU fails before any model loads."""
+    if spec in (None, "", "auto"):
+        count = torch.cuda.device_count()
+        return [f"cuda:{i}" for i in range(count)] if count else ["cpu"]
+    devices = [d.strip() for d in spec.split(",") if d.strip()]
+    if not devices:
+        raise ValueError(f"--device {spec!r} names no device: pass auto, cpu, cuda:0 or a list like cuda:0,cuda:1")
+    for name in devices:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"--device {spec!r}: {name!r} is not a device; use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {spec!r}: {name} is not visible ({torch.cuda.device_count()} GPUs here); check "
+                "CUDA_VISIBLE_DEVICES, or pass --device auto"
+            )
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"--device {spec!r} names a device twice: list each device once")
+    return devices
+
+
+def placement_plan(categories: Sequence[str], devices: Sequence[str]) -> Dict[str, str]:
+    """Layout (b): category -> device, round-robin in category order (the K models are the same size, so each of D
+    devices holds ceil(K / D) or floor(K / D) of them)."""
+    if not devices:
+        raise ValueError("placement needs at least one device")
+    return {category: devices[i % len(devices)] for i, category in enumerate(categories)}
+
+
 class PerCategoryRewardModels(nn.Module):
     """Layout (b): K OpenRLHF reward models, one per category; sample i is scored by ``models[category_i]``.
 
     Each category's rows go through their own model in one sub-batch, so a mixed batch costs up to K forward passes.
+    The models may sit on different devices (``place``): rows go to their model's device, rewards come back.
     """
 
     def __init__(self, models: Dict[str, nn.Module]):
@@ -209,6 +242,12 @@ class PerCategoryRewardModels(nn.Module):
     def device(self):
         return next(self.parameters()).device
 
+    def place(self, devices: Sequence[str]) -> "PerCategoryRewardModels":
+        """Move each category's model to its device of ``placement_plan(categories, devices)``."""
+        for category, device in placement_plan(self.categories, devices).items():
+            self.models[category].to(device)
+        return self
+
     def forward(self, input_ids, attention_mask, category_ids):
         rewards = torch.empty(input_ids.size(0), dtype=torch.float32, device=input_ids.device)
         for index in category_ids.unique().tolist():
@@ -216,7 +255,10 @@ class PerCategoryRewardModels(nn.Module):
             mask = attention_mask[rows]
             # Drop the columns that are padding for every row of this sub-batch (left padding).
             start = int((mask.sum(0) > 0).long().argmax())
-            rewards[rows] = self.models[self.categories[index]](input_ids[rows, start:], mask[:, start:]).float()
+            model = self.models[self.categories[index]]
+            device = next(model.parameters()).device
+            reward = model(input_ids[rows, start:].to(device), mask[:, start:].to(device))
+            rewards[rows] = reward.float().to(rewards.device)
         return rewards
 
     def save_pretrained(self, output_dir: str, tokenizer=None):
@@ -229,16 +271,27 @@ class PerCategoryRewardModels(nn.Module):
             json.dump({"categories": list(self.categories), "paths": {c: c for c in self.categories}}, f, indent=2)
 
     @classmethod
-    def from_pretrained(cls, paths, param_dtype: str = "bf16", attn_implementation: str = "sdpa", **kwargs):
-        """``paths``: a folder holding ``router.json``, or a dict ``{category: OpenRLHF reward checkpoint}``."""
+    def from_pretrained(
+        cls, paths, param_dtype: str = "bf16", attn_implementation: str = "sdpa", devices=None, **kwargs
+    ):
+        """``paths``: a folder holding ``router.json``, or a dict ``{category: OpenRLHF reward checkpoint}``.
+
+        ``devices``: place the models by ``placement_plan``; a GPU's models load straight onto it (seven 8B models
+        are 98 GB in bf16: more than one 80 GB card, and than many hosts' free RAM).
+        """
         if isinstance(paths, str):
             with open(os.path.join(paths, ROUTER_FILE)) as f:
                 router = json.load(f)
             root = paths
             paths = {c: os.path.join(root, router["paths"][c]) for c in router["categories"]}
-        return cls(
-            {c: load_openrlhf_reward_model(p, param_dtype, attn_implementation, **kwargs) for c, p in paths.items()}
-        )
+        plan = placement_plan(list(paths), devices or ["cpu"])
+        models = {}
+        for c, p in paths.items():
+            device_map = {"": plan[c]} if plan[c].startswith("cuda") else kwargs.get("device_map")
+            models[c] = load_openrlhf_reward_model(
+                p, param_dtype, attn_implementation, **{**kwargs, "device_map": device_map}
+            ).to(plan[c])
+        return cls(models)
 
 
 def load_category_reward_model(path: str, param_dtype: str = "bf16", attn_implementation: str = "sdpa", **kwargs):

@@ -5,7 +5,8 @@ worker threads. Configuration comes from environment variables (pass them to Ray
 ``--runtime-env-json='{"env_vars": {...}}'``):
 
     DRIRL_RM_PATH              required: the category reward model folder (train_category_rm output or router.json)
-    DRIRL_RM_DEVICE            default: cuda when present, else cpu
+    DRIRL_RM_DEVICE            auto (default: every visible GPU, else cpu) or a comma list; layout (b) spreads
+                               its category models round-robin over them
     DRIRL_RM_DTYPE             bf16 | fp16 | fp32; default: bf16 on cuda, fp32 on cpu
     DRIRL_RM_MAX_LEN, DRIRL_RM_BATCH_SIZE, DRIRL_RM_CACHE_SIZE   ScoringConfig's max_len, batch_size, cache_size
     DRIRL_HARDNESS_BACKEND     open_clip | hf | none (default open_clip); none leaves drirl_similarity out
