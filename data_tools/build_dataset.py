@@ -161,6 +161,16 @@ def parse_args(argv=None):
     add("--gen.max_attempts", dest="max_attempts", type=int, default=4, help="tries per record before it is rejected")
     add("--gen.max_draft_words", dest="max_draft_words", type=int, default=5, help="words allowed per draft step")
     add(
+        "--gen.fallback",
+        dest="demo_fallback",
+        choices=["none", "seed"],
+        default="none",
+        help="a record whose --gen.max_attempts outputs are all invalid: none = rejected (the next candidate is "
+        "tried); seed = given one of its category's --gen.seed_demonstrations, marked demonstration_source "
+        "'seed_fallback' in its label and counted in stats.json (for generators too small to follow the CoD "
+        "format, e.g. the CPU recipes' SmolLM2-135M)",
+    )
+    add(
         "--gen.refusal_phrases",
         dest="refusal_phrases",
         metavar="TXT",

@@ -104,8 +104,10 @@ def generate_logged(
     temperature: float,
     args,
     progress: tqdm,
+    fallback: Optional[Callable[[dict], str]] = None,
 ):
-    """Generate for the records not yet in ``log``, retrying invalid outputs; one log line per record."""
+    """Generate for the records not yet in ``log``, retrying invalid outputs; one log line per record. A record
+    still invalid after ``max_attempts`` gets ``fallback(record)`` as its text (``"fallback": true``) when given."""
     todo = [r for r in records if r["id"] not in log.records]
     progress.update(len(records) - len(todo))
     for start in range(0, len(todo), args.gen_batch_size):
@@ -131,6 +133,8 @@ def generate_logged(
             pending = retry
             if not pending:
                 break
+        for record in pending if fallback else ():
+            results[record["id"]].update(status="ok", text=fallback(record), tokens=None, fallback=True)
         seconds = round((time.time() - started) / len(chunk), 4)
         log.append([{**results[r["id"]], "seconds": seconds} for r in chunk])
         progress.update(len(chunk))
@@ -261,6 +265,16 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
     demo_log, cot_log, policy_log = logs["demonstrations"], logs["cot_samples"], logs["policy_samples"]
     dropped = None
 
+    def seed_fallback(record):
+        options = seeds.get(record[CATEGORY_KEY])
+        if not options:
+            raise DatasetBuildError(
+                f"--gen.fallback seed: --gen.seed_demonstrations has no demonstration of category "
+                f"{record[CATEGORY_KEY]!r}: add one, or use --gen.fallback none"
+            )
+        # A stable choice per record (not Python's salted hash), so a resumed run picks the same one.
+        return options[int(hashlib.sha256(record["id"].encode()).hexdigest(), 16) % len(options)]["demonstration"]
+
     def demo_prompt(record):
         examples = seeds.get(record[CATEGORY_KEY], [])[: args.num_examples]
         return render_prompt(template, record[PROMPT_KEY], examples, args.max_draft_words)
@@ -287,6 +301,7 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
                     args.gen_temperature,
                     args,
                     bar,
+                    seed_fallback if args.demo_fallback == "seed" else None,
                 )
 
             accepted = select_with_demonstrations(plan.candidates, plan.n, generate_demonstrations, demo_log)

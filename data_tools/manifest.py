@@ -39,6 +39,8 @@ def file_sha256(path: str, flag: str) -> str:
 
 def config_of(args, candidates: Dict[str, List[dict]]) -> dict:
     config = {k: v for k, v in sorted(vars(args).items()) if k not in SPEED_ONLY_FLAGS}
+    if config.get("demo_fallback") == "none":
+        del config["demo_fallback"]  # added later: runs made before it keep their config hash
     config["files"] = {
         name: file_sha256(path, flag)
         for name, path, flag in [

