@@ -130,7 +130,7 @@ def read_rows(path: str, split: str = "train") -> List[dict]:
         if lower.endswith(".json") and text.lstrip().startswith("["):
             return json.loads(text)
         rows = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028/2029 may sit inside a string
             if line.strip():
                 try:
                     rows.append(json.loads(line))

@@ -8,8 +8,9 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 N_PER_CATEGORY=${N_PER_CATEGORY:-4}       # x 7 categories; a quarter held out (one per category at 4)
 ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
 N_SAMPLES=${N_SAMPLES:-4}
-POLICY_STEPS=${POLICY_STEPS:-3}
-POLICY_LR=${POLICY_LR:-1e-5}
+POLICY_EPISODES=${POLICY_EPISODES:-2}     # passes over the training prompts: 21 / 7 x 2 = 6 steps at the defaults
+POLICY_LR=${POLICY_LR:-5e-5}              # high for a 135M model: a visible change within a few minutes
+RM_LR=${RM_LR:-3e-5}
 SEED=${SEED:-42}
 EVAL_LIMIT=${EVAL_LIMIT:-32}              # StrongREJECT and XSTest prompts each (seeded slices); all held-out prompts
 EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-96}
@@ -52,9 +53,9 @@ train_reward_model() {
       --data.max_len 512 \
       --train.batch_size 7 \
       --train.micro_batch_size 7 \
-      --train.max_epochs 2 \
+      --train.max_epochs 3 \
       --train.seed "$SEED" \
-      --adam.lr 1e-5 \
+      --adam.lr "$RM_LR" \
       --train.cpu \
       --ckpt.output_dir "$OUT/category_rm" \
       --ckpt.path "$OUT/category_rm/ckpt" \
@@ -85,7 +86,6 @@ train_policy() {
       --data.input_key prompt \
       --data.label_key label \
       --data.apply_chat_template \
-      --data.max_samples "$((ROLLOUT_PROMPTS * POLICY_STEPS))" \
       --data.max_len 384 \
       --rollout.batch_size "$ROLLOUT_PROMPTS" \
       --rollout.n_samples_per_prompt "$N_SAMPLES" \
@@ -94,6 +94,7 @@ train_policy() {
       --train.batch_size "$((ROLLOUT_PROMPTS * N_SAMPLES))" \
       --train.micro_batch_size 7 \
       --train.seed "$SEED" \
+      --train.num_episodes "$POLICY_EPISODES" \
       --algo.advantage.estimator grpo_s \
       --drirl.hardness_terms "$1" \
       --algo.kl.use_loss \

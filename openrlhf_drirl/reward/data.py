@@ -102,7 +102,7 @@ def json_records(path: str) -> List[Tuple[str, object]]:
         except json.JSONDecodeError as e:
             raise PairDataError(f"{path} line {e.lineno}: not valid JSON ({e.msg}: column {e.colno}); fix it") from e
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028/2029 may sit inside a string
         if not line.strip():
             continue  # `datasets` skips blank lines too
         try:
