@@ -40,5 +40,5 @@ done
    --output_dir "$OUT/ablation_report" \
    --append_to "$OUT/ablation_report/report.md"
 set +x
-grep -v '^wrote ' "$OUT/ablation_report/headline.txt"
+sed '/^wrote /d' "$OUT/ablation_report/headline.txt"
 echo "ablation_cpu.sh: report $OUT/ablation_report/report.md"

@@ -33,5 +33,5 @@ evaluate_policy grpo_s "$OUT/grpo_s/policy" "$OUT/eval/grpo_s"
    --output_dir "$OUT/report" \
    --append_to "$OUT/report/report.md"
 set +x
-grep -v '^wrote ' "$OUT/report/headline.txt"
+sed '/^wrote /d' "$OUT/report/headline.txt"
 echo "main_cpu.sh: report $OUT/report/report.md"
