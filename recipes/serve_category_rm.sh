@@ -8,11 +8,13 @@
 set -euo pipefail
 set -x
 
+PYTHON=${PYTHON:-python3}
 RM_PATH=${RM_PATH:-./runs/category_rm}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-5000}
 
-CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} python3 -m openrlhf_drirl.cli.serve_category_rm \
+# exec: the server takes this shell's pid, so a caller that started the recipe in the background can stop it.
+CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} exec "$PYTHON" -m openrlhf_drirl.cli.serve_category_rm \
    --reward.model_name_or_path "${RM_PATH}" \
    --ds.param_dtype bf16 \
    --data.max_len 2048 \

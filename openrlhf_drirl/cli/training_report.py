@@ -17,17 +17,14 @@ from collections import defaultdict
 from typing import Dict, List
 
 from openrlhf_drirl.contract import CATEGORY_KEY, parse_label
-from openrlhf_drirl.evaluation.metrics import bootstrap_mean
-from openrlhf_drirl.local.rollout_log import read_rows
+from openrlhf_drirl.evaluation.metrics import bootstrap_mean, format_metric
+from openrlhf_drirl.evaluation.responses import read_jsonl
 
 ALPHA_KEYS = ("drirl/alpha", "drirl/alpha_D", "drirl/alpha_M")
 
 
 def mean_with_ci(values: List[float], percent: bool = False) -> str:
-    entry = bootstrap_mean(values)
-    scale, unit, digits = (100, "%", 1) if percent else (1, "", 3)
-    low, high = (x * scale for x in entry["ci"])
-    return f"{entry['value'] * scale:.{digits}f}{unit} [{low:.{digits}f}, {high:.{digits}f}] n={entry['n']}"
+    return format_metric(bootstrap_mean(values), percent)
 
 
 def category(row: dict) -> str:
@@ -118,7 +115,7 @@ def parse_runs(specs: List[str]) -> Dict[str, List[dict]]:
             raise ValueError(f"--run {spec!r}: write NAME=ROLLOUT_LOG, e.g. grpo_s=OUT/policy/rollout_samples.jsonl")
         if not os.path.isfile(path):
             raise ValueError(f"--run {spec}: no such file (train_ppo_local writes it with --local.rollout_log)")
-        rows = read_rows(path)
+        rows = read_jsonl(path)
         if not rows or "reward" not in rows[0]:
             raise ValueError(f"--run {spec}: no rollout rows with a reward in {path}")
         runs[name] = rows

@@ -59,7 +59,7 @@ def prompt_of(row: dict, key: str, where: str, flag: str) -> str:
     return prompt
 
 
-def load_strongreject(path: Optional[str] = None) -> List[dict]:
+def load_strongreject() -> List[dict]:
     rows = read_rows(os.path.join(EVAL_DIR, "strongreject.jsonl"), "bundled strongreject")
     return [
         {"id": f"strongreject/{i}", "prompt": r["prompt"], "category": r["category"], "expected": SHOULD_REFUSE}
@@ -67,7 +67,7 @@ def load_strongreject(path: Optional[str] = None) -> List[dict]:
     ]
 
 
-def load_harmbench(path: Optional[str] = None) -> List[dict]:
+def load_harmbench() -> List[dict]:
     rows = read_rows(os.path.join(EVAL_DIR, "harmbench_text_test.jsonl"), "bundled harmbench")
     return [
         {
@@ -81,7 +81,7 @@ def load_harmbench(path: Optional[str] = None) -> List[dict]:
     ]
 
 
-def load_xstest(path: Optional[str] = None) -> List[dict]:
+def load_xstest() -> List[dict]:
     rows = read_rows(os.path.join(EVAL_DIR, "xstest_prompts.csv"), "bundled xstest")
     return [
         {

@@ -18,16 +18,16 @@ def rollout_rows(experiences, step: int, decode) -> List[dict]:
     """The rows of one step's experiences (OpenRLHF ``Experience`` micro-batches, in any order)."""
     rows = []
     for experience in experiences:
-        num_actions = experience.action_mask.shape[1]
-        for i in range(len(experience.sequences)):
+        num_actions, batch = experience.action_mask.shape[1], len(experience.sequences)
+        # Per-sample info values only: (B,), or (B, 1) as reward servers give them.
+        info = {key: torch.as_tensor(values).reshape(-1).tolist() for key, values in experience.info.items()}
+        info = {key: values for key, values in info.items() if len(values) == batch}
+        for i in range(batch):
             response_ids = experience.sequences[i, -num_actions:][experience.action_mask[i]]
             row = {"step": step, "prompt": experience.prompts[i], "response": decode(response_ids.tolist())}
             row["label"] = experience.labels[i] if experience.labels else None
             row["response_length"] = float(experience.response_length[i])
-            for key, values in experience.info.items():
-                values = torch.as_tensor(values)
-                if values.numel() == len(experience.sequences):  # per sample; (B,) or (B, 1) as reward servers give
-                    row[key] = float(values.reshape(-1)[i])
+            row.update({key: float(values[i]) for key, values in info.items()})
             rows.append(row)
     return rows
 
@@ -48,8 +48,3 @@ def truncate_after(path: str, step: int) -> None:
     with open(path + ".tmp", "w") as f:
         f.writelines(kept)
     os.replace(path + ".tmp", path)
-
-
-def read_rows(path: str) -> List[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -1,6 +1,7 @@
 """OpenRLHF's ``train()`` of ``train_ppo_ray``, in one process: the same models, trainer and order, with the stand-ins
 of this package in place of Ray actors, vLLM engines and DeepSpeed (see ``openrlhf_drirl/local/__init__.py``)."""
 
+import functools
 import os
 import socket
 import time
@@ -112,7 +113,7 @@ def local_classes():
 
             def make_and_log(samples):
                 experiences = make_experience_batch(samples)
-                decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+                decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
                 rows = rollout_log.rollout_rows(experiences, global_step + 1, decode)
                 rollout_log.append_rows(self.rollout_log, rows)
                 return experiences

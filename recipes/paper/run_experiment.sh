@@ -78,18 +78,9 @@ if [ -z "$REWARD_URLS" ]; then
    URLS=()
    port=$RM_PORT
    for i in "${!GROUPS_OF_GPUS[@]}"; do
-      CUDA_VISIBLE_DEVICES="${GROUPS_OF_GPUS[$i]}" "$PYTHON" -m openrlhf_drirl.cli.serve_category_rm \
-         --reward.model_name_or_path "$RM_PATH" \
-         --ds.param_dtype bf16 \
-         --data.max_len 2048 \
-         --batch_size 64 \
-         --max_batch_size 128 \
-         --max_wait_ms 5 \
-         --hardness.backend open_clip \
-         --hardness.model_name ViT-L-14 \
-         --hardness.pretrained openai \
-         --host "$RM_BIND" \
-         --port "$port" "${SERVER_ARGS[@]}" > "$RUN_DIR/logs/reward_server_$i.log" 2>&1 &
+      # recipes/serve_category_rm.sh holds the server's settings; it execs the server, so its pid is the server's.
+      CUDA_VISIBLE_DEVICES="${GROUPS_OF_GPUS[$i]}" PYTHON="$PYTHON" RM_PATH="$RM_PATH" HOST="$RM_BIND" PORT="$port" \
+         bash "$ROOT/recipes/serve_category_rm.sh" "${SERVER_ARGS[@]}" > "$RUN_DIR/logs/reward_server_$i.log" 2>&1 &
       SERVER_PIDS+=($!)
       URLS+=("http://$RM_HOST:$port/get_reward")
       port=$((port + 1))
