@@ -18,12 +18,14 @@ def rollout_rows(experiences, step: int, decode) -> List[dict]:
     """The rows of one step's experiences (OpenRLHF ``Experience`` micro-batches, in any order)."""
     rows = []
     for experience in experiences:
-        num_actions, batch = experience.action_mask.shape[1], len(experience.sequences)
+        batch = len(experience.sequences)
         # Per-sample info values only: (B,), or (B, 1) as reward servers give them.
         info = {key: torch.as_tensor(values).reshape(-1).tolist() for key, values in experience.info.items()}
         info = {key: values for key, values in info.items() if len(values) == batch}
         for i in range(batch):
-            response_ids = experience.sequences[i, -num_actions:][experience.action_mask[i]]
+            # OpenRLHF 0.11.2: action_mask is a 0/1 mask over sequences[:, 1:] (token t+1 is an action when
+            # action_mask[t] is 1), whatever the padding; not an index tensor, not aligned to the end.
+            response_ids = experience.sequences[i, 1:][experience.action_mask[i].bool()]
             row = {"step": step, "prompt": experience.prompts[i], "response": decode(response_ids.tolist())}
             row["label"] = experience.labels[i] if experience.labels else None
             row["response_length"] = float(experience.response_length[i])
