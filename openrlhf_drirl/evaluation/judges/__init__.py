@@ -7,6 +7,7 @@ an optional ``score`` and the judge's own fields. Its options are one dataclass 
 ``--<name>.<field>`` flags; the config's hash stamps every verdict, so a resume with other options is refused.
 
     refusal       offline rules on the answer (after the CoD ``####``), the default   (judges/refusal.py)
+    xstest_strmatch  XSTest's own prefix match, the baseline the refusal judge is checked against (judges/refusal.py)
     reward_model  the category reward model's score through serve_category_rm's HTTP API  (judges/reward_model.py)
     strongreject  StrongREJECT's rubric through an OpenAI-compatible LLM endpoint          (judges/strongreject.py)
 """
