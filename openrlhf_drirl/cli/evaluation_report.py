@@ -1,10 +1,14 @@
-"""Compare evaluation runs side by side: report.md, report.json (flip counts), headline.png and
-refusal_by_category.png under --output_dir, and the headline numbers on stdout.
+"""Compare evaluation runs side by side: report.md (the paper's Table 1 layout, paired differences, every metric),
+report.json (paired differences and flip counts), headline.png and refusal_by_category.png under --output_dir, and
+the headline on stdout (each run's numbers, the paired differences against the baseline, and whether each policy is
+shown to be safer).
 
     python -m openrlhf_drirl.cli.evaluation_report --run base=DIR_A --run trained=DIR_B --output_dir DIR
 
-Each DIR is an ``openrlhf_drirl.cli.evaluate`` --output_dir. The first run is the baseline of the item-by-item
-comparison (how many items flipped compliance->refusal and back); docs/evaluation.md explains the numbers.
+Each DIR is an ``openrlhf_drirl.cli.evaluate`` --output_dir. The baseline (the first column, or --base) is what
+every other column is compared with, item by item: the paired difference of every metric with its paired bootstrap
+95% interval and McNemar's exact p, and how many items flipped compliance->refusal and back; docs/evaluation.md
+explains the numbers.
 """
 
 import argparse
@@ -14,7 +18,7 @@ from typing import List
 
 from openrlhf_drirl.cli.evaluate import parse_pairs
 from openrlhf_drirl.evaluation import EvaluationError
-from openrlhf_drirl.evaluation.metrics import ALL, HEADLINE, format_metric, is_rate
+from openrlhf_drirl.evaluation.metrics import headline_lines, paired_comparisons
 from openrlhf_drirl.evaluation.report import flips, load_columns, markdown, plot
 from openrlhf_drirl.evaluation.responses import write_json
 
@@ -22,6 +26,7 @@ from openrlhf_drirl.evaluation.responses import write_json
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", default=[], metavar="NAME=DIR", help="an evaluate --output_dir")
+    parser.add_argument("--base", default=None, help="the baseline column (default: the first --run's)")
     parser.add_argument("--output_dir", required=True)
     return parser
 
@@ -33,15 +38,28 @@ def main(argv: List[str] = None):
         if not runs:
             raise EvaluationError("pass at least one --run NAME=DIR (an evaluate --output_dir)")
         columns = load_columns(runs)
+        names = [c.name for c in columns]
+        if args.base is not None:
+            if args.base not in names:
+                raise EvaluationError(f"--base {args.base!r} is not a column: use one of {', '.join(names)}")
+            columns.insert(0, columns.pop(names.index(args.base)))
+        base, bootstrap = list(columns[0].verdicts.values()), columns[0].bootstrap  # the baseline's settings
+        comparisons = {
+            other.name: paired_comparisons(
+                base, list(other.verdicts.values()), bootstrap["seed"], bootstrap["resamples"]
+            )
+            for other in columns[1:]
+        }
     except EvaluationError as e:
         print(f"evaluation_report: error: {e}", file=sys.stderr)
         sys.exit(2)
     os.makedirs(args.output_dir, exist_ok=True)
     all_flips = {other.name: flips(columns[0], other) for other in columns[1:]}
     with open(os.path.join(args.output_dir, "report.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(columns, all_flips))
+        f.write(markdown(columns, all_flips, comparisons))
     summary = {
         "baseline": columns[0].name,
+        "paired": comparisons,
         "flips": {
             other: [
                 {
@@ -60,11 +78,10 @@ def main(argv: List[str] = None):
     }
     write_json(os.path.join(args.output_dir, "report.json"), summary)
     plots = plot(columns, args.output_dir)
-    for column in columns:
-        for benchmark, key, label in HEADLINE:
-            entry = column.metrics.get(benchmark, {}).get(ALL, {}).get(key)
-            if entry is not None:
-                print(f"{column.name}  {label:32s} {format_metric(entry, is_rate(key))}")
+    metrics = {c.name: c.metrics for c in columns}
+    pairs = {(columns[0].name, other): entries for other, entries in comparisons.items()}
+    for line in headline_lines(metrics, [c.name for c in columns], pairs):
+        print(line)
     for other, entries in summary["flips"].items():
         for e in entries:
             print(

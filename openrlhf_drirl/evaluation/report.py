@@ -1,9 +1,10 @@
-"""The comparison report of several evaluation runs: markdown tables, plots, and item-by-item flips.
+"""The comparison report of several evaluation runs: the paper's Table 1 layout, paired differences against the
+baseline, markdown tables, plots, and item-by-item flips.
 
 A column is one policy of one run (``NAME`` when the run's --output_dir holds one policy, ``NAME:policy`` when it
-holds several). The first column is the baseline: for every other column and every classifying judge, the items both
-columns judged (same benchmark and item id) are counted by how their verdict moved between refusal (full or
-partial) and compliance.
+holds several). The first column is the baseline: for every other column, the items both columns judged (same judge,
+benchmark and item id) give the paired differences of every metric (``metrics.paired_comparisons``) and are counted
+by how their verdict moved between refusal (full or partial) and compliance.
 """
 
 import json
@@ -11,7 +12,17 @@ import os
 from typing import Dict, List, NamedTuple
 
 from openrlhf_drirl.evaluation import EvaluationError, is_refusal
-from openrlhf_drirl.evaluation.metrics import ALL, HEADLINE, format_metric, is_rate
+from openrlhf_drirl.evaluation.metrics import (
+    ALL,
+    HARMFUL,
+    HEADLINE,
+    VERDICT_KEY,
+    find_comparison,
+    format_difference,
+    format_metric,
+    is_rate,
+    safety_verdict,
+)
 from openrlhf_drirl.evaluation.responses import read_jsonl
 
 
@@ -19,6 +30,7 @@ class Column(NamedTuple):
     name: str
     metrics: Dict[str, dict]  # metrics[benchmark][category][key]
     verdicts: Dict[tuple, dict]  # (judge, benchmark, id) -> verdict row
+    bootstrap: dict  # the run's {"resamples", "seed", "confidence"}; the paired intervals use the baseline's
 
 
 def load_columns(runs: Dict[str, str]) -> List[Column]:
@@ -43,7 +55,7 @@ def load_columns(runs: Dict[str, str]) -> List[Column]:
                 if r["policy"] == policy and r["id"] in items and r["judge"] in saved["judges"]
             }
             label = name if len(policies) == 1 else f"{name}:{policy}"
-            columns.append(Column(label, saved["metrics"][policy], verdicts))
+            columns.append(Column(label, saved["metrics"][policy], verdicts, saved["bootstrap"]))
     if len({c.name for c in columns}) != len(columns):
         raise EvaluationError("two --run columns have the same name: give each run its own NAME")
     return columns
@@ -80,7 +92,68 @@ def _table(header: List[str], rows: List[List[str]]) -> List[str]:
     ]
 
 
-def markdown(columns: List[Column], all_flips: Dict[str, Dict[tuple, dict]]) -> str:
+# The paper's Table 1, one row per column: (header, ((benchmark, metric key, prefix), ...)). A cell shows every
+# candidate present ("*": any benchmark with that key, prefixed by its name) and "not measured" when none is. The paper
+# reports XSTest as the refusal rate on its unsafe prompts, Stereotype as a refusal rate (BBQ accuracy stands in here),
+# and GSM8k (the gsm set stands in; math is BIG-bench's elementary math QA).
+TABLE1 = (
+    ("StrongREJECT refusal", (("strongreject", "refusal/refusal_rate", ""),)),
+    ("StrongREJECT score (1 - harm)", (("strongreject", "strongreject/score", ""),)),
+    ("XSTest refusal (unsafe)", (("xstest", "refusal/refusal_rate", ""),)),
+    ("XSTest over-refusal (safe)", (("xstest", "refusal/over_refusal", ""),)),
+    ("jailbreak worst case (refusal)", (("*", "refusal/worst_case_refusal_rate", ""),)),
+    ("stereotype substitute (BBQ accuracy)", (("bbq", "usefulness/accuracy", ""),)),
+    ("HHH accuracy", (("hhh", "usefulness/accuracy", "items: "), ("hhh", "usefulness/subset_mean", "subset mean: "))),
+    ("math accuracy", (("gsm", "usefulness/accuracy", "gsm: "), ("math", "usefulness/accuracy", "math: "))),
+    ("TruthfulQA accuracy", (("truthfulqa", "usefulness/accuracy", ""),)),
+)
+NOT_MEASURED = "not measured"
+
+
+def table1_cell(column: Column, candidates) -> str:
+    parts = []
+    for benchmark, key, prefix in candidates:
+        names = sorted(column.metrics) if benchmark == "*" else [benchmark]
+        for name in names:
+            entry = column.metrics.get(name, {}).get(ALL, {}).get(key)
+            if entry is not None:
+                parts.append((f"{name}: " if benchmark == "*" else prefix) + format_metric(entry, is_rate(key)))
+    return "; ".join(parts) or NOT_MEASURED
+
+
+def table1(columns: List[Column]) -> List[str]:
+    return _table(
+        ["policy", *(header for header, _ in TABLE1)],
+        [[c.name, *(table1_cell(c, candidates) for _, candidates in TABLE1)] for c in columns],
+    )
+
+
+def _paired_rows(other: str, entries: List[dict]) -> List[List[str]]:
+    rows = []
+    for e in entries:
+        rate = is_rate(e["key"])
+        scale, digits = (100, 1) if rate else (1, 3)
+        rows.append(
+            [
+                other,
+                f"{HARMFUL} ({' + '.join(e['pooled'])})" if e["benchmark"] == HARMFUL else e["benchmark"],
+                e["key"],
+                f"{e['base'] * scale:.{digits}f}",
+                f"{e['other'] * scale:.{digits}f}",
+                format_difference(e, rate),
+                str(e["n"]),
+                str(e.get("to_positive", "-")),
+                str(e.get("to_negative", "-")),
+                f"{e['mcnemar_p']:.2g}" if "mcnemar_p" in e else "-",
+            ]
+        )
+    return rows
+
+
+def markdown(
+    columns: List[Column], all_flips: Dict[str, Dict[tuple, dict]], comparisons: Dict[str, List[dict]]
+) -> str:
+    """``comparisons[other column] = metrics.paired_comparisons`` of the baseline's and that column's verdicts."""
     names = [c.name for c in columns]
     lines = [
         "# Safety evaluation",
@@ -88,11 +161,56 @@ def markdown(columns: List[Column], all_flips: Dict[str, Dict[tuple, dict]]) -> 
         "Each cell: value [bootstrap 95% interval] n. Rates in %: `refusal_rate` on prompts that should be refused "
         "(harmful sets, XSTest unsafe; higher is safer), `over_refusal` on XSTest's safe prompts (lower is better). "
         "`strongreject/score` is 1 - StrongREJECT harmfulness (the paper's convention: higher is safer), "
-        "`reward_model/mean_reward` the category reward model's mean score.",
+        "`reward_model/mean_reward` the category reward model's mean score, `usefulness/accuracy` the share of "
+        "usefulness items answered right.",
         "",
-        "## Headline",
+        "## Table 1 layout",
+        "",
+        "The columns of the paper's Table 1, one row per policy; refusal by the `refusal` judge. BBQ accuracy stands in "
+        "for the paper's Stereotype refusal rate, the gsm set for GSM8k; HHH shows the accuracy over its items and the "
+        "mean of its subsets' accuracies.",
+        "",
+        *table1(columns),
         "",
     ]
+    if comparisons:
+        base = columns[0]
+        lines += [
+            f"## Paired comparisons against {names[0]}",
+            "",
+            "The items both policies answered (same judge, benchmark and id). difference = policy - "
+            f"{names[0]} (points for rates) with the paired bootstrap 95% interval (the items resampled with their "
+            f"pairs; {base.bootstrap['resamples']} resamples, seed {base.bootstrap['seed']}); 0->1 and 1->0 are the "
+            "discordant pairs (for refusal metrics compliance->refusal and refusal->compliance, for accuracy "
+            "wrong->right and right->wrong) and McNemar's exact two-sided p tests them. "
+            f"`{HARMFUL}` pools the held-out and StrongREJECT prompts. A policy is called safer only when the "
+            "interval of its harmful-prompt refusal difference lies above 0.",
+            "",
+        ]
+        lines += [
+            f"- **{other} vs {names[0]}**: {safety_verdict(find_comparison(e, VERDICT_KEY))}"
+            for other, e in comparisons.items()
+        ]
+        header = ["policy", "benchmark", "metric", names[0], "policy value", "difference [95% CI]", "pairs"]
+        header += ["0->1", "1->0", "McNemar p"]
+        rows = []
+        for other, entries in comparisons.items():
+            safety = [e for e in entries if not e["key"].startswith("usefulness/")]
+            rows += _paired_rows(other, sorted(safety, key=lambda e: (e["benchmark"] != HARMFUL, e["benchmark"])))
+        lines += ["", *_table(header, rows), "", "## Alignment tax (usefulness, paired)", ""]
+        rows = []
+        for other, entries in comparisons.items():
+            rows += _paired_rows(other, [e for e in entries if e["key"].startswith("usefulness/")])
+        if rows:
+            lines += [
+                "Accuracy on the usefulness benchmarks both policies answered: a negative difference is a cost.",
+                "",
+                *_table(header, rows),
+                "",
+            ]
+        else:
+            lines += [f"{NOT_MEASURED}: no usefulness benchmark (judge `usefulness`) answered by both policies.", ""]
+    lines += ["## Headline", ""]
     rows = []
     for benchmark, key, label in HEADLINE:
         cells = [format_metric(c.metrics.get(benchmark, {}).get(ALL, {}).get(key), is_rate(key)) for c in columns]
