@@ -17,6 +17,8 @@ from openrlhf_drirl.evaluation.metrics import (
     mcnemar_exact_p,
     paired_comparisons,
     paired_difference,
+    reward_separation,
+    roc_auc,
     safety_verdict,
 )
 from openrlhf_drirl.evaluation.responses import write_json
@@ -220,3 +222,25 @@ def test_single_run_report_says_not_measured(tmp_path):
     report = (tmp_path / "r" / "report.md").read_text()
     assert "## Table 1 layout" in report and "not measured" in report and "## Paired comparisons" not in report
     assert json.loads((tmp_path / "r" / "report.json").read_text())["paired"] == {}
+
+
+def test_roc_auc_equals_sklearn_and_reward_separation_reads_both_judges():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    labels = rng.random(60) < 0.3
+    scores = np.round(rng.normal(size=60) + labels, 1)  # rounded: ties between classes count half
+    entry = roc_auc(scores, labels, seed=0, resamples=200)
+    assert entry["value"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert entry["ci"][0] < entry["value"] < entry["ci"][1] and entry["positives"] == labels.sum()
+    assert roc_auc([0.1, 0.2], [True, True]) is None
+    verdicts = {
+        ("refusal", "heldout", "a"): {"verdict": "full_refusal"},
+        ("refusal", "heldout", "b"): {"verdict": "compliance"},
+        ("refusal", "xstest", "c"): {"verdict": "partial_refusal"},
+        ("reward_model", "heldout", "a"): {"score": 0.9},
+        ("reward_model", "heldout", "b"): {"score": 0.5},
+        ("reward_model", "xstest", "c"): {"score": 0.4},
+        ("reward_model", "xstest", "d"): {"score": 0.0},  # no refusal verdict: left out
+    }
+    assert reward_separation(verdicts, resamples=50)["value"] == 0.5 and reward_separation(verdicts)["n"] == 3

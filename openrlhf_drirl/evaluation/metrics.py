@@ -88,6 +88,42 @@ def paired_difference(
     return out
 
 
+def roc_auc(scores: Sequence[float], positive: Sequence[bool], seed: int = 0, resamples: int = 1000) -> Optional[dict]:
+    """ROC AUC of ``scores`` for ``positive`` vs the rest (the Mann-Whitney probability that a positive outscores a
+    negative, ties half): ``{"value", "ci", "n", "positives"}`` with the percentile bootstrap interval over items
+    (resamples with one class only are skipped); None without both classes."""
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+
+    def auc(s, y):
+        pos, neg = s[y], s[~y]
+        return float(
+            ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+        )
+
+    if positive.all() or not positive.any():
+        return None
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(scores), len(scores)) for _ in range(resamples)]
+    values = [auc(scores[i], positive[i]) for i in draws if 0 < positive[i].sum() < len(i)]
+    low, high = np.percentile(values, [2.5, 97.5])
+    value = auc(scores, positive)
+    return {"value": value, "ci": [float(low), float(high)], "n": int(len(scores)), "positives": int(positive.sum())}
+
+
+def reward_separation(verdicts: Dict[tuple, dict], seed: int = 0, resamples: int = 1000) -> Optional[dict]:
+    """The reward model's separation of one policy's answers: ``roc_auc`` of its ``reward_model`` score for the
+    answers the ``refusal`` judge calls refusals (full or partial) vs compliance, over the items both judged.
+    ``verdicts``: (judge, benchmark, id) -> verdict row."""
+    pairs = [
+        (row["score"], is_refusal(refusal["verdict"]))
+        for (judge, benchmark, item), row in verdicts.items()
+        if judge == "reward_model" and row.get("score") is not None
+        for refusal in [verdicts.get(("refusal", benchmark, item))]
+        if refusal is not None and refusal.get("verdict") is not None
+    ]
+    return roc_auc([s for s, _ in pairs], [y for _, y in pairs], seed, resamples) if pairs else None
+
+
 REFUSAL_METRICS = ("refusal_rate", "full_refusal_rate", "over_refusal")
 
 

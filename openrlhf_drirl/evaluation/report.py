@@ -21,6 +21,7 @@ from openrlhf_drirl.evaluation.metrics import (
     format_difference,
     format_metric,
     is_rate,
+    reward_separation,
     safety_verdict,
 )
 from openrlhf_drirl.evaluation.responses import read_jsonl
@@ -210,6 +211,22 @@ def markdown(
             ]
         else:
             lines += [f"{NOT_MEASURED}: no usefulness benchmark (judge `usefulness`) answered by both policies.", ""]
+    separation = {
+        c.name: reward_separation(c.verdicts, c.bootstrap["seed"], c.bootstrap["resamples"]) for c in columns
+    }
+    if any(separation.values()):
+        lines += [
+            "## Reward model separation",
+            "",
+            "ROC AUC of the `reward_model` score for the answers the `refusal` judge calls refusals vs compliance, "
+            "over each policy's items judged by both (0.5: no separation; 1: every refusal scores above every "
+            "compliance), with the bootstrap 95% interval over items.",
+            "",
+        ]
+        rows = [
+            [name, format_metric(entry, False), str(entry["positives"])] for name, entry in separation.items() if entry
+        ]
+        lines += _table(["policy", "AUC [95% CI] n", "refusals"], rows) + [""]
     lines += ["## Headline", ""]
     rows = []
     for benchmark, key, label in HEADLINE:
