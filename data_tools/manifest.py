@@ -26,6 +26,7 @@ SPEED_ONLY_FLAGS = {
     "http_retries",
     "http_concurrency",
     "plan_only",
+    "vllm_max_model_len",  # memory only (vLLM's KV cache); a run refused at the model's length resumes with a cap
 }
 
 

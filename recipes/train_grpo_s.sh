@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# DR-IRL stage 3: GRPO-S on one 8-GPU node by default (hybrid engine), paper scale (Llama-3.1-8B-Instruct policy).
+# DR-IRL stage 3: GRPO-S on GPUs 0-3 of one 8-GPU node by default (hybrid engine: vLLM, actor and reference share
+# each GPU), paper scale (Llama-3.1-8B-Instruct policy); recipes/serve_category_rm.sh takes GPUs 4-7.
 # Needs: prompts from recipes/build_dataset.sh and a category reward server from recipes/serve_category_rm.sh
 # (it returns drirl_similarity and drirl_reward_gap in extra_logs). GRPO-S flags are the --drirl.* lines.
 # Writes the policy (save_pretrained) to SAVE_PATH, OpenRLHF checkpoints to SAVE_PATH/ckpt (rerun to resume) and
 # TensorBoard logs to SAVE_PATH/tensorboard. NUM_NODES x NUM_GPUS GPUs (start Ray on every node first when
-# NUM_NODES > 1); REWARD_URL may be a comma list of servers. recipes/paper/run_experiment.sh drives this recipe with
-# its reward servers and evaluation; HARDNESS_TERMS=none is plain GRPO (the ablations: recipes/paper/ablations.sh).
+# NUM_NODES > 1; a running Ray cluster uses its own GPUs, not CUDA_VISIBLE_DEVICES); REWARD_URL may be a comma list
+# of servers; with the reward server on another machine, CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 gives the policy all 8.
+# recipes/paper/run_experiment.sh drives this recipe with its reward servers and evaluation; HARDNESS_TERMS=none is
+# plain GRPO (the ablations: recipes/paper/ablations.sh).
 set -euo pipefail
 set -x
 
@@ -14,7 +17,9 @@ DATASET_PATH=${DATASET_PATH:-./runs/data/prompts.train.jsonl}
 REWARD_URL=${REWARD_URL:-http://127.0.0.1:5000/get_reward}
 SAVE_PATH=${SAVE_PATH:-./runs/grpo_s}
 NUM_NODES=${NUM_NODES:-1}
-NUM_GPUS=${NUM_GPUS:-8}                    # per node; 4 (micro batch) x NUM_NODES x NUM_GPUS must divide 128
+export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0,1,2,3}   # the policy's GPUs; the reward server's are others
+IFS=, read -r -a POLICY_DEVICES <<< "$CUDA_VISIBLE_DEVICES"
+NUM_GPUS=${NUM_GPUS:-${#POLICY_DEVICES[@]}}   # per node; 4 (micro batch) x NUM_NODES x NUM_GPUS must divide 128
 HARDNESS_TERMS=${HARDNESS_TERMS:-both}     # both | data | model | none
 SEED=${SEED:-42}
 

@@ -338,4 +338,4 @@ def test_one_model_recipes_parse(tmp_path):
         modules(run_recipe(tmp_path, os.path.join(REPO, "recipes", "serve_category_rm.sh"))),
         "openrlhf_drirl.cli.serve_category_rm",
     )
-    assert serve_category_rm.build_parser().parse_args(serve[0]).port == 5000 and serve[1] == "0"
+    assert serve_category_rm.build_parser().parse_args(serve[0]).port == 5000 and serve[1] == "4,5,6,7"

@@ -191,7 +191,12 @@ def _per_sample_info(info: Dict[str, torch.Tensor], key: str, num_samples: int, 
             f"GRPO-S needs experience.info[{key!r}] but the rollout has only {sorted(info)}: {_REWARD_FUNC_HINT}; "
             f"or {disable_hint}"
         )
-    values = info[key].double()
+    values = info[key].double().reshape(-1)
+    if values.numel() != num_samples:
+        raise ValueError(
+            f"experience.info[{key!r}] has {values.numel()} values for {num_samples} samples: the reward function "
+            "must return one value per sample (rollout order)"
+        )
     bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
     if bad:
         raise ValueError(
@@ -234,6 +239,11 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
             "--rollout.n_samples_per_prompt > 1 (rewards must have shape (prompts, n) with n >= 2)"
         )
     num_samples, device = num_groups * n, rewards.device
+    if len(labels) != num_samples:
+        raise ValueError(
+            f"labels has {len(labels)} entries for rewards of shape {tuple(rewards.shape)} ({num_samples} samples): "
+            "pass one label per sample, in rollout order (a prompt's n samples together)"
+        )
     categories = list(config.categories)
     # A group's n samples answer one prompt and carry its label: one parse per group (the hot part at 8k samples).
     category = torch.tensor(category_ids(labels, categories, stride=n), device=device).repeat_interleave(n)

@@ -17,7 +17,6 @@ clearly that it needs vLLM.
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import runpy
@@ -169,16 +168,22 @@ def openrlhf_with_plugin(estimator_modules: Sequence[str] = (), configure_parser
         env_vars = dict(runtime_env.get("env_vars") or {})
         user_hook = runtime_env.pop("worker_process_setup_hook", None) or _job_setup_hook()
         if callable(user_hook):
-            runtime_env["worker_process_setup_hook"] = functools.partial(setup_ray_worker, user_hook)
+            # A named function, not functools.partial: Ray exports a callable hook under its __name__.
+            def setup_ray_worker_then_user_hook():
+                setup_ray_worker(user_hook)
+
+            runtime_env["worker_process_setup_hook"] = setup_ray_worker_then_user_hook
         else:
             runtime_env["worker_process_setup_hook"] = RAY_WORKER_SETUP_HOOK
             if user_hook and user_hook != RAY_WORKER_SETUP_HOOK:
                 env_vars[CHAINED_SETUP_HOOK_ENV] = user_hook
         if estimator_modules:
             env_vars[ESTIMATOR_MODULES_ENV] = ",".join(estimator_modules)
-            path = _python_path_of(estimator_modules) + [p for p in [env_vars.get("PYTHONPATH")] if p]
-            if path:
-                env_vars["PYTHONPATH"] = os.pathsep.join(path)
+            # Ray's env_vars replace a worker's variable; ${PYTHONPATH} (expanded by Ray in the worker) keeps the
+            # worker's own PYTHONPATH after ours, unless the runtime_env set one.
+            folders = _python_path_of(estimator_modules)
+            if folders:
+                env_vars["PYTHONPATH"] = os.pathsep.join(folders + [env_vars.get("PYTHONPATH") or "${PYTHONPATH}"])
         runtime_env["env_vars"] = env_vars
         return original_ray_init(*args, runtime_env=runtime_env, **kwargs)
 

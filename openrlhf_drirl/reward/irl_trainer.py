@@ -6,7 +6,8 @@ For category c with demonstrations y and policy samples y~ of prompt x, head c m
 
 on category-balanced batches (every category has batch_size / K pairs per step), so each head sees the same number of
 pairs whatever the category sizes. With ``--irl.refresh_rounds N`` the reward is then trained N more rounds, each on
-fresh rejected samples drawn from the policy (the ML-IRL outer loop; point ``--irl.policy_path`` at the current actor).
+fresh rejected samples drawn from the policy (the ML-IRL outer loop; point ``--irl.policy_path`` at the current actor),
+drawn on rank 0 alone and broadcast to the other ranks.
 
 One loop, driven only through OpenRLHF's strategy interface: ``get_training_strategy`` gives OpenRLHF's
 DeepspeedStrategy (ZeRO) on GPU and ``TorchStrategy`` (plain torch) on CPU. Logs go to OpenRLHF's wandb/tensorboard
@@ -112,25 +113,35 @@ def refresh_seeds(seed: int, round_index: int, num_rows: int) -> List[int]:
     return [int.from_bytes(d[:4], "big") & 0x7FFFFFFF for d in digests]
 
 
-def refreshed_rows(rows: List[dict], round_index: int, generate: Callable, args) -> List[dict]:
-    """The rows with ``rejected`` replaced by fresh policy samples. Saved per round, so a resumed run reuses them."""
-    path = os.path.join(args.ckpt.output_dir, f"irl_round{round_index}_pairs.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            return [json.loads(line) for line in f]
-    outputs = generate(
-        [r["prompt"] for r in rows],
-        max_new_tokens=args.irl.max_new_tokens,
-        temperature=args.irl.temperature,
-        seeds=refresh_seeds(args.train.seed, round_index, len(rows)),
-    )
-    new_rows = [{**r, "rejected": output.text} for r, output in zip(rows, outputs)]
-    os.makedirs(args.ckpt.output_dir, exist_ok=True)
-    tmp_path = f"{path}.tmp{os.getpid()}"  # every GPU rank draws the same samples; each writes its own temp file
-    with open(tmp_path, "w") as f:
-        for row in new_rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp_path, path)
+def refreshed_rows(rows: List[dict], round_index: int, generate: Optional[Callable], args) -> List[dict]:
+    """The rows with ``rejected`` replaced by fresh policy samples. Saved per round, so a resumed run reuses them.
+
+    Under torch.distributed, rank 0 alone draws them (or reads the saved round) and writes the file; the other ranks
+    (``generate`` may be None there) receive its rows by broadcast, so every rank trains on the same texts."""
+    distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    new_rows = None
+    if not distributed or torch.distributed.get_rank() == 0:
+        path = os.path.join(args.ckpt.output_dir, f"irl_round{round_index}_pairs.jsonl")
+        if os.path.exists(path):
+            with open(path) as f:
+                new_rows = [json.loads(line) for line in f]
+        else:
+            outputs = generate(
+                [r["prompt"] for r in rows],
+                max_new_tokens=args.irl.max_new_tokens,
+                temperature=args.irl.temperature,
+                seeds=refresh_seeds(args.train.seed, round_index, len(rows)),
+            )
+            new_rows = [{**r, "rejected": output.text} for r, output in zip(rows, outputs)]
+            os.makedirs(args.ckpt.output_dir, exist_ok=True)
+            with open(f"{path}.tmp", "w") as f:  # renamed into place: a kill never leaves a partial round
+                for row in new_rows:
+                    f.write(json.dumps(row) + "\n")
+            os.replace(f"{path}.tmp", path)
+    if distributed:
+        box = [new_rows]
+        torch.distributed.broadcast_object_list(box, src=0)
+        new_rows = box[0]
     return new_rows
 
 
@@ -180,9 +191,10 @@ def train(args, generate: Optional[Callable] = None) -> Dict:
             raise ValueError(
                 "--irl.refresh_rounds needs --irl.policy_path (the policy that draws new rejected samples)"
             )
-        from openrlhf_drirl.generation.hf import HFGenerator
+        if strategy.is_rank_0():  # the only rank that draws (refreshed_rows)
+            from openrlhf_drirl.generation.hf import HFGenerator
 
-        generate = HFGenerator(args.irl.policy_path, chat=args.data.apply_chat_template).generate
+            generate = HFGenerator(args.irl.policy_path, chat=args.data.apply_chat_template).generate
 
     model = get_category_reward_model(
         args.model.model_name_or_path,

@@ -33,6 +33,16 @@ def last_token_indices(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.size(1) - 1 - attention_mask.long().fliplr().argmax(dim=1)
 
 
+class Float32Head(nn.Linear):
+    """A reward head computed in float32 from the model-dtype hidden state and weight (both cast up exactly): a bf16
+    head output quantises rewards to steps of 2^-7 |r| (0.0078 for |r| in [1, 2)), coarser than the reward differences
+    within a GRPO group. Still a module call, so ZeRO-3 gathers its weight as before; same state dict as nn.Linear."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.float()
+        return nn.functional.linear(hidden.float(), self.weight.float(), bias)
+
+
 def refill_reward_buffers(model: nn.Module) -> nn.Module:
     """Re-fill the non-persistent ``mean``/``std`` buffers from the config after ``from_pretrained``.
 
@@ -43,8 +53,12 @@ def refill_reward_buffers(model: nn.Module) -> nn.Module:
     config = model.config
     mean = getattr(config, "drirl_mean", None) or getattr(config, "mean", 0.0)
     std = getattr(config, "drirl_std", None) or getattr(config, "std", 1.0)
-    model.mean.copy_(torch.as_tensor(mean, dtype=model.mean.dtype).expand_as(model.mean))
-    model.std.copy_(torch.as_tensor(std, dtype=model.std.dtype).expand_as(model.std))
+    # float32 whatever the model dtype: the head's output is float32 (Float32Head), so is its normalisation.
+    for name, value in (("mean", mean), ("std", std)):
+        buffer = getattr(model, name)
+        setattr(
+            model, name, torch.as_tensor(value, dtype=torch.float32, device=buffer.device).expand_as(buffer).clone()
+        )
     return model
 
 
@@ -62,7 +76,7 @@ def _get_multi_head_reward_model(base_pretrained_model, base_llm_model):
             super().__init__(config)
             setattr(self, self.base_model_prefix, base_llm_model(config))
             self.categories = tuple(config.drirl_categories)
-            self.score_heads = nn.Linear(config.hidden_size, len(self.categories), bias=False)
+            self.score_heads = Float32Head(config.hidden_size, len(self.categories), bias=False)
             self.normalize_reward = getattr(config, "normalize_reward", False)
             self.register_buffer("mean", torch.zeros(len(self.categories)), persistent=False)
             self.register_buffer("std", torch.ones(len(self.categories)), persistent=False)
@@ -177,6 +191,7 @@ def load_openrlhf_reward_model(path: str, param_dtype: str = "bf16", attn_implem
     """One OpenRLHF reward checkpoint through ``get_llm_for_sequence_regression``, in eval mode, buffers re-filled.
 
     OpenRLHF only loads bf16/fp16; ``param_dtype="fp32"`` loads bf16 and casts up (for CPU speed, not precision).
+    The head's output is float32 in every dtype (``Float32Head``).
     """
     from openrlhf.models import get_llm_for_sequence_regression
 
@@ -184,7 +199,11 @@ def load_openrlhf_reward_model(path: str, param_dtype: str = "bf16", attn_implem
     model = get_llm_for_sequence_regression(
         path, "reward", param_dtype=load_dtype, attn_implementation=attn_implementation, **kwargs
     )
-    model = model.to(TORCH_DTYPES[param_dtype]).eval()
+    if param_dtype != load_dtype:  # a blanket .to(bf16) would also round float32 buffers such as RoPE's inv_freq
+        model = model.to(TORCH_DTYPES[param_dtype])
+    model = model.eval()
+    # OpenRLHF's RewardModel applies its nn.Linear head in the model dtype: the same head, read in float32.
+    getattr(model, model.value_head_prefix).__class__ = Float32Head
     with torch.no_grad():
         refill_reward_buffers(model)
     return model

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Paper scale, stage 1: the balanced seven-category Chain-of-Draft dataset at N_PER_CATEGORY records per category
-# (train + held out), with vLLM on one GPU (generator and base policy share it: GPU_MEMORY each).
+# (train + held out), with vLLM on one GPU: the generator's engine, then the base policy's (GPU_MEMORY each, the
+# first shut down before the second starts). MAX_MODEL_LEN caps the context each engine sizes its KV cache for: the
+# longest request is a CoT sample (prompt + 2048 new tokens); uncapped, Llama-3.1's 131,072 tokens need about 16 GiB
+# of KV cache for one request, more than GPU_MEMORY leaves beside the weights on an 80 GB card.
 # Sources: the bundled Do-Not-Answer prompts, plus local copies of BeaverTails / PKU-SafeRLHF when their paths are
 # set (presets: their columns, their taxonomy table of data_tools/taxonomy_map.json, one record per prompt with the
 # labels of all its rows), plus EXTRA_SOURCES (data_tools/README.md: PATH:prompt=COL,category=COL,taxonomy=TABLE).
@@ -26,7 +29,8 @@ BEAVERTAILS_SPLIT=${BEAVERTAILS_SPLIT:-330k_train}   # used for a save_to_disk f
 PKU_SAFERLHF=${PKU_SAFERLHF:-}                   # e.g. /data/PKU-SafeRLHF/data/Alpaca-7B/train.jsonl
 PKU_SAFERLHF_SPLIT=${PKU_SAFERLHF_SPLIT:-train}
 EXTRA_SOURCES=${EXTRA_SOURCES:-}                 # more source specs, space separated
-GPU_MEMORY=${GPU_MEMORY:-0.4}                    # per engine: two engines share the GPU
+GPU_MEMORY=${GPU_MEMORY:-0.4}                    # per engine
+MAX_MODEL_LEN=${MAX_MODEL_LEN:-4096}             # prompt + new tokens, per request
 TP=${TP:-1}
 
 SOURCES=(donotanswer)
@@ -63,4 +67,5 @@ SOURCES+=("${EXTRA[@]}")
    --cot.n_per_category 32 \
    --cot.max_new_tokens 2048 \
    --vllm.tensor_parallel_size "$TP" \
-   --vllm.gpu_memory_utilization "$GPU_MEMORY" "$@"
+   --vllm.gpu_memory_utilization "$GPU_MEMORY" \
+   --vllm.max_model_len "$MAX_MODEL_LEN" "$@"

@@ -15,6 +15,9 @@ POLICIES=${POLICIES:-base=meta-llama/Llama-3.1-8B-Instruct}
 DATA_DIR=${DATA_DIR:-$ROOT/runs/paper/data}
 EVAL_DIR=${EVAL_DIR:-$ROOT/runs/paper/eval}
 REWARD_URL=${REWARD_URL:-http://127.0.0.1:5000/get_reward}
+# The reward models were trained (and GRPO-S queries them) on chat-formatted prompts: the judge formats them with
+# this tokenizer's chat template (train_category_rms.sh's MODEL_PATH).
+RM_TOKENIZER=${RM_TOKENIZER:-meta-llama/Llama-3.1-8B-Instruct}
 BENCHMARKS=${BENCHMARKS:-heldout,strongreject,harmbench,xstest}
 JUDGES=${JUDGES:-refusal,reward_model}
 STRONGREJECT_URL=${STRONGREJECT_URL:-}           # e.g. http://judge-host:8000/v1
@@ -27,10 +30,11 @@ GPU_MEMORY=${GPU_MEMORY:-0.85}
 read -r -a NAMED <<< "$POLICIES"
 POLICY_FLAGS=()
 for policy in "${NAMED[@]}"; do POLICY_FLAGS+=(--policy "$policy"); done
-JUDGE_FLAGS=(--judge "$JUDGES" --reward_model.url "$REWARD_URL")
+JUDGE_FLAGS=(--judge "$JUDGES" --reward_model.url "$REWARD_URL" --reward_model.tokenizer "$RM_TOKENIZER")
 if [ -n "$STRONGREJECT_URL" ]; then
    JUDGE_FLAGS=(--judge "$JUDGES,strongreject" --reward_model.url "$REWARD_URL"
-      --strongreject.url "$STRONGREJECT_URL" --strongreject.model "$STRONGREJECT_MODEL")
+      --reward_model.tokenizer "$RM_TOKENIZER" --strongreject.url "$STRONGREJECT_URL"
+      --strongreject.model "$STRONGREJECT_MODEL")
 fi
 
 "$PYTHON" -m openrlhf_drirl.cli.evaluate "${POLICY_FLAGS[@]}" \
