@@ -4,9 +4,11 @@
         --output_dir DIR
 
 Each file is a ``train_ppo_local --local.rollout_log`` (one row per rollout sample). Writes under --output_dir:
-``training.md`` (and with ``--append_to`` the same section at the end of another report; per run: steps, samples, the reward of the first and the last step per category, α's spread, each
-mean with its bootstrap 95% interval and n), ``alpha_distribution.png`` (histograms of α, α^D and α^M over every
-sample) and ``reward_by_category.png`` (mean reward per category and step). Runs of ``--drirl.hardness_terms none``
+``training.md`` (and with ``--append_to`` the same section at the end of another report; per run: steps, samples,
+the reward of the first and the last step per category, α's spread, each mean with its bootstrap 95% interval and n,
+and per category the highest- and lowest-reward responses of the first and the last step),
+``alpha_distribution.png`` (histograms of α, α^D and α^M over every sample) and ``reward_by_category.png`` (mean
+reward per category and step). Runs of ``--drirl.hardness_terms none``
 log the α terms without using them: their histograms show what GRPO-S would have applied.
 """
 
@@ -68,8 +70,32 @@ def markdown(runs: Dict[str, List[dict]]) -> str:
                 f"| {name} | {c} | {mean_with_ci(by_step[first])} (step {first}) | "
                 f"{mean_with_ci(by_step[last])} (step {last}) |"
             )
+    lines += ["", "## Sampled responses, first and last step", ""]
+    lines += [
+        "Per category, the highest- and the lowest-reward rollout of the first and of the last step (the first "
+        f"{SAMPLE_CHARS} characters), to see what the reward favoured.",
+        "",
+        "| run | category | step | reward | response |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rows in runs.items():
+        steps = sorted({r["step"] for r in rows})
+        for c in sorted({category(r) for r in rows}):
+            for step in dict.fromkeys((steps[0], steps[-1])):
+                group = sorted((r for r in rows if r["step"] == step and category(r) == c), key=lambda r: r["reward"])
+                for row in group[-1:] + group[:1] if len(group) > 1 else group:
+                    lines.append(f"| {name} | {c} | {step} | {row['reward']:.3f} | {table_cell(row['response'])} |")
     lines += ["", "![α distributions](alpha_distribution.png)", "", "![reward by category](reward_by_category.png)"]
     return "\n".join(lines) + "\n"
+
+
+SAMPLE_CHARS = 160
+
+
+def table_cell(text: str) -> str:
+    """One markdown table cell: one line, pipes escaped, cut to SAMPLE_CHARS."""
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text[:SAMPLE_CHARS] + ("..." if len(text) > SAMPLE_CHARS else "") or "(empty)"
 
 
 def plot(runs: Dict[str, List[dict]], output_dir: str) -> None:
