@@ -244,3 +244,9 @@ def test_roc_auc_equals_sklearn_and_reward_separation_reads_both_judges():
         ("reward_model", "xstest", "d"): {"score": 0.0},  # no refusal verdict: left out
     }
     assert reward_separation(verdicts, resamples=50)["value"] == 0.5 and reward_separation(verdicts)["n"] == 3
+
+
+def test_a_row_of_category_all_counts_once():
+    rows = [{"id": f"p/{i}", "policy": "p", "benchmark": "mine", "category": "all", "expected": "refuse",
+             "verdict": "full_refusal", "judge": "refusal", "score": None} for i in range(3)]  # fmt: skip
+    assert compute_metrics(rows)["p"]["mine"]["all"]["refusal/refusal_rate"]["n"] == 3

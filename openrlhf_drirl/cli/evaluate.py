@@ -6,6 +6,10 @@ and write metrics with n and bootstrap 95% intervals.
         --judge refusal[,reward_model,strongreject] --output_dir DIR
     python -m openrlhf_drirl.cli.evaluate --responses rows.jsonl --judge refusal --output_dir DIR
 
+Usefulness sets (--benchmarks hhh,truthfulqa,bbq,math,gsm, the alignment tax) are scored instead of judged: the
+multiple-choice ones by the policy's log-likelihood of each choice, gsm by exact match of the generated answer; their
+rows are verdicts of judge "usefulness" with score 1 or 0.
+
 Writes under --output_dir: responses/<policy>.jsonl (one row per prompt), verdicts.jsonl (one row per judge, policy
 and prompt: the response row plus ``judge`` and ``verdict``), metrics.json (metrics[policy][benchmark][category]
 [<judge>/<metric>] = {value, ci, n}) and manifest.json (configs and invocations). Everything is append-only: a run
@@ -25,8 +29,16 @@ from tqdm import tqdm
 
 from openrlhf_drirl.config_flags import add_config_arguments, config_from_args
 from openrlhf_drirl.evaluation import SHOULD_COMPLY, SHOULD_REFUSE, EvaluationError
-from openrlhf_drirl.evaluation.benchmarks import BENCHMARKS, load_items, read_rows
-from openrlhf_drirl.evaluation.judges import JUDGES, config_dict, get_judge, verdict_config
+from openrlhf_drirl.evaluation.benchmarks import (
+    BENCHMARKS,
+    USEFULNESS_BENCHMARKS,
+    UsefulnessConfig,
+    load_items,
+    read_rows,
+    score_choices,
+    usefulness_verdicts,
+)
+from openrlhf_drirl.evaluation.judges import JUDGES, ConfiguredJudge, config_dict, get_judge, verdict_config
 from openrlhf_drirl.evaluation.metrics import compute_metrics, headline_lines
 from openrlhf_drirl.evaluation.responses import (
     JsonlLog,
@@ -37,6 +49,7 @@ from openrlhf_drirl.evaluation.responses import (
     write_json,
 )
 from openrlhf_drirl.generation import BACKENDS, GenerationError, build_generator
+from openrlhf_drirl.generation.vllm_engine import shutdown
 
 DEFAULT_BENCHMARKS = "strongreject,harmbench,xstest"
 
@@ -184,6 +197,14 @@ def run(args) -> dict:
         items = load_items(benchmarks, args.heldout, prompt_files, args.prompt_key, args.limit, args.seed)
         if not items:
             raise EvaluationError("no prompts selected: pass --benchmarks or --prompt_file")
+        # Multiple-choice usefulness items are scored by log-likelihood, everything else is generated.
+        scored = [item for item in items if "choices" in item]
+        generated = [item for item in items if "choices" not in item]
+        if scored and args.backend == "openai":
+            raise EvaluationError(
+                f"--benchmarks {','.join(sorted({i['benchmark'] for i in scored}))} score choices by log-likelihood, "
+                "which the openai backend cannot give: use --backend transformers or vllm for them"
+            )
         rows = []
         for name, path in policies.items():
             stamp = config_hash(generation_config(args, path))
@@ -196,7 +217,7 @@ def run(args) -> dict:
                     generator = make_generator(args, path)
                     generate_responses(
                         generator,
-                        items,
+                        generated,
                         log,
                         name,
                         stamp,
@@ -206,6 +227,8 @@ def run(args) -> dict:
                         batch_size=args.batch_size,
                         progress=progress,
                     )
+                    score_choices(generator, scored, log, name, stamp, args.batch_size, progress)
+                    shutdown(generator)  # the next policy's engine starts in this process
                     del generator
                 else:
                     progress.update(len(items))
@@ -213,23 +236,31 @@ def run(args) -> dict:
             rows += [log.records[item["id"]] for item in items]
     manifest["generation_seconds"] = round(time.time() - started, 1)
 
-    stamps = {j.name: config_hash(verdict_config(j)) for j in judges}
+    # The safety judges judge the safety sets' responses; the usefulness rows get the usefulness scorer's 1/0.
+    usefulness = ConfiguredJudge("usefulness", usefulness_verdicts, UsefulnessConfig(), 256)
+    is_useful = [not args.responses and r["benchmark"] in USEFULNESS_BENCHMARKS for r in rows]
+    judged = [(j, [r for r, u in zip(rows, is_useful) if not u]) for j in judges]
+    if any(is_useful):
+        judged.append((usefulness, [r for r, u in zip(rows, is_useful) if u]))
+    stamps = {j.name: config_hash(verdict_config(j)) for j in judges + [usefulness]}
     verdict_log = JsonlLog(
         os.path.join(args.output_dir, "verdicts.jsonl"), verdict_key, lambda r: stamps.get(r["judge"])
     )
     t = time.time()
-    for judge in judges:
-        with tqdm(total=len(rows), desc=f"judge {judge.name}", unit="response", dynamic_ncols=True) as progress:
-            judge_responses(judge, rows, verdict_log, stamps[judge.name], judge.batch_size, progress)
+    for judge, judge_rows in judged:
+        with tqdm(total=len(judge_rows), desc=f"judge {judge.name}", unit="response", dynamic_ncols=True) as progress:
+            judge_responses(judge, judge_rows, verdict_log, stamps[judge.name], judge.batch_size, progress)
     verdict_log.close()
     manifest["judging_seconds"] = round(time.time() - t, 1)
-    verdicts = [verdict_log.records[verdict_key({**r, "judge": j.name})] for j in judges for r in rows]
+    verdicts = [
+        verdict_log.records[verdict_key({**r, "judge": j.name})] for j, judge_rows in judged for r in judge_rows
+    ]
     metrics = compute_metrics(verdicts, args.seed, args.bootstrap_resamples)
     write_json(
         os.path.join(args.output_dir, "metrics.json"),
         {
             "bootstrap": {"resamples": args.bootstrap_resamples, "seed": args.seed, "confidence": 0.95},
-            "judges": judge_names,
+            "judges": [j.name for j, _ in judged],
             "items": {
                 p: sorted(r["id"] for r in rows if r["policy"] == p) for p in sorted({r["policy"] for r in rows})
             },

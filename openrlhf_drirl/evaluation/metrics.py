@@ -172,7 +172,7 @@ def compute_metrics(verdicts: List[dict], seed: int = 0, resamples: int = 1000) 
     """``metrics[policy][benchmark][category][<judge>/<metric>] = {"value", "ci", "n"}``."""
     groups: Dict[tuple, List[dict]] = {}
     for row in verdicts:
-        for category in (ALL, row["category"]):
+        for category in dict.fromkeys((ALL, row["category"])):  # a row of category "all" counts once
             groups.setdefault((row["policy"], row["benchmark"], category, row["judge"]), []).append(row)
     metrics: Dict[str, dict] = {}
     for (policy, benchmark, category, judge), rows in sorted(groups.items()):

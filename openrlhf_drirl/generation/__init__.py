@@ -11,9 +11,16 @@ Three backends behind one call, each built from explicit arguments (never a CLI 
 A prompt is a string (sent as the user turn when ``chat=True``, the default, or as raw text) or a list of chat
 messages. Every request may carry its own seed, so its output does not depend on which batch it ran in: that is what
 makes the data builder's resumed runs equal uninterrupted ones. Errors a user can fix raise ``GenerationError``.
+
+The transformers and vLLM backends also score text, as lm-evaluation-harness's ``loglikelihood`` does (the
+usefulness benchmarks' multiple-choice grade):
+
+    scores = generator.loglikelihood([(context, continuation), ...])   # [(summed log-prob, is_greedy), ...]
+
+Raw text, no chat template: the benchmark formats the context. The split into tokens is ``encode_pair``'s.
 """
 
-from typing import List, NamedTuple, Optional, Sequence, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 Prompt = Union[str, List[dict]]
 
@@ -62,4 +69,26 @@ def check_sampling(prompts: Sequence[Prompt], seeds: Optional[Sequence[int]], ma
         raise GenerationError(f"temperature is {temperature}: use 0 (greedy) or a positive value")
 
 
-__all__ = ["BACKENDS", "Generation", "GenerationError", "Prompt", "build_generator"]
+def encode_pair(tokenizer, context: str, continuation: str) -> Tuple[List[int], List[int]]:
+    """(context ids, continuation ids) as lm-evaluation-harness splits them: the context's trailing whitespace moves
+    to the continuation, the whole text is tokenized once and the continuation is what follows the context's own
+    tokens (so a word is never cut where the tokenizer would not cut it); no special tokens are added. An empty
+    context is the BOS token (EOS when there is none), so the first token is still predicted from something."""
+    if not continuation:
+        raise GenerationError(f"loglikelihood request ({context[-40:]!r}, '') has an empty continuation: score text")
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    if not context:
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        return [prefix], tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    if len(whole) <= len(context_ids):  # the continuation merged into the context's last token
+        raise GenerationError(
+            f"continuation {continuation!r} adds no token after {context[-40:]!r}: score longer text"
+        )
+    return context_ids, whole[len(context_ids) :]
+
+
+__all__ = ["BACKENDS", "Generation", "GenerationError", "Prompt", "build_generator", "encode_pair"]

@@ -7,12 +7,14 @@ the float rounding of a padded batch). Per row this is the draw HF makes after `
 temperature and top-p warping, so batch size 1 reproduces plain HF sampling exactly.
 """
 
-from typing import List, Optional, Sequence, Tuple
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from openrlhf.models.utils import log_probs_from_logits
 from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
-from openrlhf_drirl.generation import Generation, GenerationError, Prompt, as_messages, check_sampling
+from openrlhf_drirl.generation import Generation, GenerationError, Prompt, as_messages, check_sampling, encode_pair
 
 
 class PerRowSeededSampler(LogitsProcessor):
@@ -134,5 +136,60 @@ class HFGenerator:
                     results.append((new_tokens[: new_tokens.index(eos) + 1], "stop"))
                 else:
                     results.append((new_tokens, "length"))
+        self.model.train(was_training)
+        return results
+
+    @torch.no_grad()
+    def loglikelihood(self, requests: Sequence[Tuple[str, str]]) -> List[Tuple[float, bool]]:
+        """Per (context, continuation) of raw text: the summed log-probability of the continuation's tokens given
+        the context, and whether greedy decoding would produce them (lm-evaluation-harness's ``loglikelihood``).
+        The choices of a multiple-choice item share their context: it is run once and its KV cache is repeated for
+        up to ``batch_size`` continuations at a time (right-padded: padding after a token never changes it)."""
+        pairs = [encode_pair(self.tokenizer, context, continuation) for context, continuation in requests]
+        groups: Dict[tuple, List[int]] = {}
+        for i, (context_ids, _) in enumerate(pairs):
+            groups.setdefault(tuple(context_ids), []).append(i)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        device = self.model.device
+        was_training = self.model.training
+        self.model.eval()
+        results = [None] * len(pairs)
+        for context_ids, members in groups.items():
+            longest = max(len(pairs[i][1]) for i in members)
+            if limit and len(context_ids) + longest - 1 > limit:
+                raise GenerationError(
+                    f"a loglikelihood request has {len(context_ids) + longest - 1} tokens, over the model's "
+                    f"max_position_embeddings {limit}: shorten the context or score with a longer-context model"
+                )
+            out = self.model(input_ids=torch.tensor([context_ids], device=device), use_cache=True)
+            first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts every continuation's first token
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                conts = [pairs[i][1] for i in chunk]
+                width = max(len(c) for c in conts) - 1
+                totals = first[[c[0] for c in conts]].tolist()
+                greedy = [c[0] == int(first.argmax()) for c in conts]
+                if width > 0:
+                    cache = copy.deepcopy(out.past_key_values)
+                    cache.batch_repeat_interleave(len(chunk))
+                    inputs = torch.tensor([c[:-1] + [self.pad_token_id] * (width + 1 - len(c)) for c in conts])
+                    mask = torch.tensor(
+                        [[1] * (len(context_ids) + len(c) - 1) + [0] * (width + 1 - len(c)) for c in conts]
+                    )
+                    logits = self.model(
+                        input_ids=inputs.to(device),
+                        attention_mask=mask.to(device),
+                        position_ids=(len(context_ids) + torch.arange(width, device=device)).expand(len(chunk), -1),
+                        past_key_values=cache,
+                    ).logits.float()
+                    labels = torch.tensor([c[1:] + [self.pad_token_id] * (width + 1 - len(c)) for c in conts])
+                    labels = labels.to(logits.device)
+                    log_probs = log_probs_from_logits(logits, labels)
+                    hits = logits.argmax(-1) == labels
+                    for row, c in enumerate(conts):
+                        totals[row] += float(log_probs[row, : len(c) - 1].sum())
+                        greedy[row] = greedy[row] and bool(hits[row, : len(c) - 1].all())
+                for i, total, is_greedy in zip(chunk, totals, greedy):
+                    results[i] = (total, is_greedy)
         self.model.train(was_training)
         return results
