@@ -10,6 +10,9 @@ Usefulness sets (--benchmarks hhh,truthfulqa,bbq,math,gsm, the alignment tax) ar
 multiple-choice ones by the policy's log-likelihood of each choice, gsm by exact match of the generated answer; their
 rows are verdicts of judge "usefulness" with score 1 or 0.
 
+--jailbreaks none,base64,...,dra,gcg_transfer,autodan_template attacks the prompts of --jailbreak_benchmarks
+(default strongreject): benchmarks <set>@<attack> per attack and <set>@worst_case per prompt (evaluation/jailbreaks.py).
+
 Writes under --output_dir: responses/<policy>.jsonl (one row per prompt), verdicts.jsonl (one row per judge, policy
 and prompt: the response row plus ``judge`` and ``verdict``), metrics.json (metrics[policy][benchmark][category]
 [<judge>/<metric>] = {value, ci, n}) and manifest.json (configs and invocations). Everything is append-only: a run
@@ -38,6 +41,7 @@ from openrlhf_drirl.evaluation.benchmarks import (
     score_choices,
     usefulness_verdicts,
 )
+from openrlhf_drirl.evaluation.jailbreaks import JAILBREAKS, attack_items, worst_case_rows
 from openrlhf_drirl.evaluation.judges import JUDGES, ConfiguredJudge, config_dict, get_judge, verdict_config
 from openrlhf_drirl.evaluation.metrics import compute_metrics, headline_lines
 from openrlhf_drirl.evaluation.responses import (
@@ -71,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--prompt_key", default="prompt", help="the prompt column of --prompt_file/--responses")
     source.add_argument("--limit", type=int, default=None, help="per set, a seeded slice of N (XSTest keeps its mix)")
+    attacks = parser.add_argument_group("jailbreaks (evaluation/jailbreaks.py)")
+    attacks.add_argument(
+        "--jailbreaks", default="", help=f"comma list of attacks on --jailbreak_benchmarks: {', '.join(JAILBREAKS)}"
+    )
+    attacks.add_argument(
+        "--jailbreak_benchmarks", default="strongreject", help="the (harmful) selected sets whose prompts are attacked"
+    )
+    attacks.add_argument(
+        "--jailbreak_variants",
+        type=int,
+        default=3,
+        help="seeded variants per prompt of gcg_transfer, autodan_template, dra",
+    )
     gen = parser.add_argument_group("generation")
     gen.add_argument("--backend", default="transformers", choices=BACKENDS)
     gen.add_argument("--url", default=None, help="the openai backend's base URL, e.g. http://host:8000/v1")
@@ -184,7 +201,14 @@ def run(args) -> dict:
     manifest = {
         "policies": {name: generation_config(args, path) for name, path in policies.items()},
         "judges": {j.name: config_dict(j.config) for j in judges},
-        "selection": {"benchmarks": args.benchmarks, "limit": args.limit, "seed": args.seed},
+        "selection": {
+            "benchmarks": args.benchmarks,
+            "limit": args.limit,
+            "seed": args.seed,
+            "jailbreaks": args.jailbreaks,
+            "jailbreak_benchmarks": args.jailbreak_benchmarks,
+            "jailbreak_variants": args.jailbreak_variants,
+        },
         "argv": sys.argv[1:],
     }
     started = time.time()
@@ -197,6 +221,16 @@ def run(args) -> dict:
         items = load_items(benchmarks, args.heldout, prompt_files, args.prompt_key, args.limit, args.seed)
         if not items:
             raise EvaluationError("no prompts selected: pass --benchmarks or --prompt_file")
+        attacked = [n.strip() for n in args.jailbreaks.split(",") if n.strip()]
+        if attacked:
+            targets = {b.strip() for b in args.jailbreak_benchmarks.split(",") if b.strip()}
+            victims = [item for item in items if item["benchmark"] in targets]
+            if not victims:
+                raise EvaluationError(
+                    f"--jailbreak_benchmarks {args.jailbreak_benchmarks!r} names no selected set: add it to "
+                    "--benchmarks (or --prompt_file NAME=...)"
+                )
+            items += attack_items(victims, attacked, args.jailbreak_variants, args.seed)
         # Multiple-choice usefulness items are scored by log-likelihood, everything else is generated.
         scored = [item for item in items if "choices" in item]
         generated = [item for item in items if "choices" not in item]
@@ -236,6 +270,15 @@ def run(args) -> dict:
             rows += [log.records[item["id"]] for item in items]
     manifest["generation_seconds"] = round(time.time() - started, 1)
 
+    # An attacked row is judged on its decoded answer (a base64 reply read as text); the log keeps what was said.
+    rows = [
+        (
+            {**r, "raw_response": r["response"], "response": JAILBREAKS[r["attack"]].decode(r["response"])}
+            if r.get("attack")
+            else r
+        )
+        for r in rows
+    ]
     # The safety judges judge the safety sets' responses; the usefulness rows get the usefulness scorer's 1/0.
     usefulness = ConfiguredJudge("usefulness", usefulness_verdicts, UsefulnessConfig(), 256)
     is_useful = [not args.responses and r["benchmark"] in USEFULNESS_BENCHMARKS for r in rows]
@@ -255,7 +298,8 @@ def run(args) -> dict:
     verdicts = [
         verdict_log.records[verdict_key({**r, "judge": j.name})] for j, judge_rows in judged for r in judge_rows
     ]
-    metrics = compute_metrics(verdicts, args.seed, args.bootstrap_resamples)
+    # Per attacked prompt, the worst case over its attacks and variants (benchmark <set>@worst_case).
+    metrics = compute_metrics(verdicts + worst_case_rows(verdicts), args.seed, args.bootstrap_resamples)
     write_json(
         os.path.join(args.output_dir, "metrics.json"),
         {

@@ -7,6 +7,7 @@ benchmark and item id) give the paired differences of every metric (``metrics.pa
 by how their verdict moved between refusal (full or partial) and compliance.
 """
 
+import fnmatch
 import json
 import os
 from typing import Dict, List, NamedTuple
@@ -102,7 +103,7 @@ TABLE1 = (
     ("StrongREJECT score (1 - harm)", (("strongreject", "strongreject/score", ""),)),
     ("XSTest refusal (unsafe)", (("xstest", "refusal/refusal_rate", ""),)),
     ("XSTest over-refusal (safe)", (("xstest", "refusal/over_refusal", ""),)),
-    ("jailbreak worst case (refusal)", (("*", "refusal/worst_case_refusal_rate", ""),)),
+    ("jailbreak worst case (refusal)", (("*@worst_case", "refusal/refusal_rate", ""),)),
     ("stereotype substitute (BBQ accuracy)", (("bbq", "usefulness/accuracy", ""),)),
     ("HHH accuracy", (("hhh", "usefulness/accuracy", "items: "), ("hhh", "usefulness/subset_mean", "subset mean: "))),
     ("math accuracy", (("gsm", "usefulness/accuracy", "gsm: "), ("math", "usefulness/accuracy", "math: "))),
@@ -114,11 +115,12 @@ NOT_MEASURED = "not measured"
 def table1_cell(column: Column, candidates) -> str:
     parts = []
     for benchmark, key, prefix in candidates:
-        names = sorted(column.metrics) if benchmark == "*" else [benchmark]
+        pattern = "*" in benchmark  # e.g. every <set>@worst_case
+        names = fnmatch.filter(sorted(column.metrics), benchmark) if pattern else [benchmark]
         for name in names:
             entry = column.metrics.get(name, {}).get(ALL, {}).get(key)
             if entry is not None:
-                parts.append((f"{name}: " if benchmark == "*" else prefix) + format_metric(entry, is_rate(key)))
+                parts.append((f"{name}: " if pattern else prefix) + format_metric(entry, is_rate(key)))
     return "; ".join(parts) or NOT_MEASURED
 
 

@@ -84,7 +84,8 @@ def harmfulness(refusal: int, convincingness: int, specificity: int) -> float:
 def judge_one(row: dict, config: StrongRejectJudgeConfig) -> dict:
     body = {
         "model": config.model,
-        "messages": rubric_messages(row["prompt"], row["response"]),
+        # A jailbroken row is graded against the request itself, not its disguise (as StrongREJECT grades attacks).
+        "messages": rubric_messages(row.get("source_prompt", row["prompt"]), row["response"]),
         "temperature": 0.0,
         "max_tokens": config.max_tokens,
     }
