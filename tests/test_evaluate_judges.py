@@ -308,7 +308,7 @@ def test_strongreject_judge_unreachable_and_unconfigured():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
     judge = get_judge("strongreject", StrongRejectJudgeConfig(url=f"http://127.0.0.1:{port}/v1", model="m", retries=2))
-    with pytest.raises(EvaluationError, match="--strongreject.url .* did not answer after 2 attempts"):
+    with pytest.raises(EvaluationError, match="--strongreject.url: .* failed 2 times, .*is the server up"):
         judge.fn([{"prompt": "p", "response": "r"}], judge.config)
     with pytest.raises(EvaluationError, match="--strongreject.model"):
         get_judge("strongreject").fn([{"prompt": "p", "response": "r"}], StrongRejectJudgeConfig(url="http://x/v1"))
