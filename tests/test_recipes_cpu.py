@@ -133,3 +133,12 @@ def test_training_report_refuses_a_missing_log(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         training_report.main(["--run", f"x={tmp_path / 'none.jsonl'}", "--output_dir", str(tmp_path)])
     assert exit_info.value.code == 2 and "--run x=" in capsys.readouterr().err
+
+
+def test_evaluation_recipe_covers_every_bundled_set_and_attacks(tmp_path):
+    calls = recorded_modules(tmp_path, "evaluate_cpu.sh")
+    assert [module for module, _ in calls] == ["openrlhf_drirl.cli.evaluate", "openrlhf_drirl.cli.evaluation_report"]
+    args = check_parses(*calls[0])
+    assert set(args.benchmarks.split(",")) == set(evaluate.BENCHMARKS) - {"heldout"}
+    assert set(args.jailbreaks.split(",")) <= set(evaluate.JAILBREAKS) and "dra" in args.jailbreaks
+    check_parses(*calls[1])
