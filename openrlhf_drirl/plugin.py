@@ -1,8 +1,10 @@
 """Install openrlhf_drirl into OpenRLHF in the current process.
 
-OpenRLHF builds its experience maker inside a Ray actor (the PPO trainer), from the module global
-``openrlhf.trainer.ppo_trainer.RemoteExperienceMaker``. ``register()`` replaces that global with
-``DRIRLExperienceMaker`` and makes OpenRLHF checkpoints carry the estimators' state. It is lazy: if
+An OpenRLHF with an advantage-estimator registry (``openrlhf.trainer.ppo_utils.advantage_estimators``, the change
+proposed in upstream/) gets the registered estimators put into it, and its own experience maker runs them. OpenRLHF
+0.11.2 has none: there OpenRLHF builds its experience maker inside a Ray actor (the PPO trainer), from the module
+global ``openrlhf.trainer.ppo_trainer.RemoteExperienceMaker``, and ``register()`` replaces that global with
+``DRIRLExperienceMaker``. On both, OpenRLHF checkpoints are made to carry the estimators' state. It is lazy: if
 ``openrlhf.trainer.ppo_trainer`` is not imported yet, a post-import hook patches it when it is, so the Ray
 ``worker_process_setup_hook`` that calls ``register()`` costs nothing in vLLM workers (OpenRLHF keeps deepspeed out of
 those). Idempotent.
@@ -10,24 +12,58 @@ those). Idempotent.
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import os
 import sys
 
 PPO_TRAINER_MODULE = "openrlhf.trainer.ppo_trainer"
+OPENRLHF_ESTIMATORS_MODULE = "openrlhf.trainer.ppo_utils.advantage_estimators"
 CHECKPOINT_STATE_KEY = "drirl_advantage_state"
 # Set by the Ray launcher in the workers' env_vars: the estimator modules to import, and the user's own setup hook.
 ESTIMATOR_MODULES_ENV = "DRIRL_ESTIMATOR_MODULES"
 CHAINED_SETUP_HOOK_ENV = "DRIRL_CHAINED_SETUP_HOOK"
 
 
+def openrlhf_estimator_registry():
+    """OpenRLHF's advantage-estimator registry module, or None where OpenRLHF has none (0.11.2). A feature test, not a
+    version check: a patched or newer OpenRLHF has the registry whatever its version string says."""
+    # Look for the module before importing it: importing openrlhf.trainer.ppo_utils takes seconds, and register()
+    # runs in every Ray worker's setup hook.
+    openrlhf = importlib.util.find_spec("openrlhf")
+    folders = [
+        os.path.join(p, "trainer", "ppo_utils") for p in (openrlhf and openrlhf.submodule_search_locations or [])
+    ]
+    if importlib.machinery.PathFinder.find_spec("advantage_estimators", folders) is None:
+        return None
+    module = importlib.import_module(OPENRLHF_ESTIMATORS_MODULE)
+    return module if callable(getattr(module, "register_advantage_estimator", None)) else None
+
+
+def _register_into_openrlhf(registry) -> None:
+    import openrlhf_drirl.advantage  # noqa: F401  (registers GRPO-S)
+    from openrlhf_drirl.advantage.registry import ADVANTAGE_ESTIMATORS
+
+    for name, estimator in ADVANTAGE_ESTIMATORS.items():
+        existing = registry.ADVANTAGE_ESTIMATORS.get(name)
+        if existing is not None and existing.fn is estimator.fn:
+            continue
+        # Ours replaces an OpenRLHF estimator of the same name: upstream's grpo_s lacks the --drirl.* options (the
+        # category labels, the reference, the clamp) and the drirl_* extra_logs keys that this package's recipes use.
+        registry.ADVANTAGE_ESTIMATORS.pop(name, None)
+        registry.register_advantage_estimator(
+            name, estimator.fn, needs_group=estimator.needs_group, add_arguments=estimator.add_arguments
+        )
+
+
 def _patch_ppo_trainer(module) -> None:
     if getattr(module, "_drirl_installed", False):
         return
-    import openrlhf_drirl.advantage  # noqa: F401  (registers GRPO-S)
-    from openrlhf_drirl.advantage.experience_maker import DRIRLExperienceMaker
+    if openrlhf_estimator_registry() is None:
+        import openrlhf_drirl.advantage  # noqa: F401  (registers GRPO-S)
+        from openrlhf_drirl.advantage.experience_maker import DRIRLExperienceMaker
 
-    module.RemoteExperienceMaker = DRIRLExperienceMaker
+        module.RemoteExperienceMaker = DRIRLExperienceMaker
     trainer_class = module.BasePPOTrainer
     save_logs_and_checkpoints = trainer_class.save_logs_and_checkpoints
     init_checkpoint_states = trainer_class.init_checkpoint_states
@@ -40,8 +76,9 @@ def _patch_ppo_trainer(module) -> None:
 
     def init_with_advantage_state(self):
         states = init_checkpoint_states(self)
-        if CHECKPOINT_STATE_KEY in states and hasattr(self.experience_maker, "advantage_state"):
-            self.experience_maker.advantage_state.update(states[CHECKPOINT_STATE_KEY])
+        if CHECKPOINT_STATE_KEY in states:
+            # OpenRLHF's own experience maker (registry path) creates advantage_state on first use: create it here.
+            vars(self.experience_maker).setdefault("advantage_state", {}).update(states[CHECKPOINT_STATE_KEY])
         return states
 
     trainer_class.save_logs_and_checkpoints = save_with_advantage_state
@@ -75,7 +112,13 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def register() -> None:
-    """Install the plugin in this process (Ray ``worker_process_setup_hook`` entry point too). Idempotent."""
+    """Install the plugin in this process (Ray ``worker_process_setup_hook`` entry point too). Idempotent.
+
+    Call it after importing the estimator modules: with OpenRLHF's registry, the estimators registered by then are
+    the ones put into it."""
+    registry = openrlhf_estimator_registry()
+    if registry is not None:
+        _register_into_openrlhf(registry)
     if PPO_TRAINER_MODULE in sys.modules:
         _patch_ppo_trainer(sys.modules[PPO_TRAINER_MODULE])
     elif not any(isinstance(finder, _PatchAfterImport) for finder in sys.meta_path):
@@ -88,8 +131,8 @@ def setup_ray_worker(chained_hook=None) -> None:
     callable bound by the launcher, or a ``module.function`` name in ``DRIRL_CHAINED_SETUP_HOOK``)."""
     from openrlhf_drirl.advantage.registry import import_estimator_modules
 
-    register()
     import_estimator_modules(os.environ.get(ESTIMATOR_MODULES_ENV, "").split(","))
+    register()
     if chained_hook is None and os.environ.get(CHAINED_SETUP_HOOK_ENV):
         module, _, name = os.environ[CHAINED_SETUP_HOOK_ENV].rpartition(".")
         chained_hook = getattr(importlib.import_module(module), name)

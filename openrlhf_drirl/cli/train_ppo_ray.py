@@ -26,7 +26,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import ray
 
 from openrlhf_drirl.advantage import ADVANTAGE_ESTIMATORS, import_estimator_modules
-from openrlhf_drirl.plugin import CHAINED_SETUP_HOOK_ENV, ESTIMATOR_MODULES_ENV, register, setup_ray_worker
+from openrlhf_drirl.plugin import (
+    CHAINED_SETUP_HOOK_ENV,
+    ESTIMATOR_MODULES_ENV,
+    openrlhf_estimator_registry,
+    register,
+    setup_ray_worker,
+)
 
 OPENRLHF_MODULE = "openrlhf.cli.train_ppo_ray"
 ESTIMATOR_FLAG = "--algo.advantage.estimator"
@@ -49,13 +55,16 @@ def exit_with_error(message: str) -> None:
 
 def _extend_parser(parser: argparse.ArgumentParser) -> Dict[str, List[str]]:
     """Add the registered estimators and their flags; returns, per added flag, the estimators that own it."""
+    # With OpenRLHF's own registry, register() put the estimators there: its parser lists them and adds their flags.
+    in_openrlhf = openrlhf_estimator_registry() is not None
     estimator_action = parser._option_string_actions[ESTIMATOR_FLAG]
     clashes = sorted(set(ADVANTAGE_ESTIMATORS) & set(estimator_action.choices))
-    if clashes:
+    if clashes and not in_openrlhf:
         modules = [ADVANTAGE_ESTIMATORS[name].fn.__module__ for name in clashes]
         parser.error(f"estimators {clashes} (registered by {modules}) are OpenRLHF's own: register under other names")
-    estimator_action.choices = list(estimator_action.choices) + sorted(ADVANTAGE_ESTIMATORS)
-    estimator_action.help += f"; openrlhf_drirl adds: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}"
+    if not in_openrlhf:
+        estimator_action.choices = list(estimator_action.choices) + sorted(ADVANTAGE_ESTIMATORS)
+        estimator_action.help += f"; openrlhf_drirl adds: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}"
     parser.add_argument(
         MODULES_FLAG,
         type=str,
@@ -68,9 +77,11 @@ def _extend_parser(parser: argparse.ArgumentParser) -> Dict[str, List[str]]:
         if estimator.add_arguments is None:
             continue
         if estimator.add_arguments not in flags_of:
-            before = set(parser._option_string_actions)
-            estimator.add_arguments(parser)
-            flags_of[estimator.add_arguments] = set(parser._option_string_actions) - before
+            probe = argparse.ArgumentParser(add_help=False)
+            estimator.add_arguments(probe)
+            flags_of[estimator.add_arguments] = set(probe._option_string_actions)
+            if not in_openrlhf:
+                estimator.add_arguments(parser)
         for flag in flags_of[estimator.add_arguments]:
             owners.setdefault(flag, []).append(estimator.name)
     return owners
