@@ -11,9 +11,10 @@ set -x
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 OUT=${OUT:-$ROOT/runs/evaluate_cpu}
-LIMIT=${LIMIT:-16}
-JAILBREAKS=${JAILBREAKS:-none,base64,rot13,prefix_injection,refusal_suppression,style_injection_json,aim,gcg_transfer,autodan_template,dra}
-MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-96}
+LIMIT=${LIMIT:-8}
+# The preset leaves out the long role-play templates (aim, autodan_template: ~700 prompt tokens each) to fit 2 cores.
+JAILBREAKS=${JAILBREAKS:-none,base64,rot13,prefix_injection,refusal_suppression,style_injection_json,gcg_transfer,dra}
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-64}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 SMOLLM2=$("$PYTHON" -c 'from openrlhf_drirl.embedded_model import smollm2_path; print(smollm2_path())')
 POLICY=${POLICY:-base=$SMOLLM2}
