@@ -161,14 +161,23 @@ def parse_args(argv=None):
     add("--gen.max_attempts", dest="max_attempts", type=int, default=4, help="tries per record before it is rejected")
     add("--gen.max_draft_words", dest="max_draft_words", type=int, default=5, help="words allowed per draft step")
     add(
+        "--gen.cod_mode",
+        dest="gen_cod_mode",
+        choices=["single", "prefilled"],
+        default="single",
+        help="single = the model writes the whole demonstration in one call; prefilled = the builder writes the "
+        "slot names (Request:, Harm:), the category line, #### and the refusal opening \"I'm sorry, but I can't help "
+        'with", and the model continues each in a short call of its own (raw text after the chat template, so '
+        "transformers or vllm only; for small generators, e.g. the CPU recipes' SmolLM2-135M)",
+    )
+    add(
         "--gen.fallback",
         dest="demo_fallback",
-        choices=["none", "seed"],
+        choices=["none", "prompt"],
         default="none",
         help="a record whose --gen.max_attempts outputs are all invalid: none = rejected (the next candidate is "
-        "tried); seed = given one of its category's --gen.seed_demonstrations, marked demonstration_source "
-        "'seed_fallback' in its label and counted in stats.json (for generators too small to follow the CoD "
-        "format, e.g. the CPU recipes' SmolLM2-135M)",
+        "tried); prompt = given a demonstration built from its own prompt (its first content words as the request "
+        "draft, its category, a refusal quoting it), marked as a fallback in its label and counted in stats.json",
     )
     add(
         "--gen.refusal_phrases",
@@ -218,6 +227,13 @@ def parse_args(argv=None):
         default=0.85,
         help="share of GPU memory vLLM may use",
     )
+    add(
+        "--vllm.max_model_len",
+        dest="vllm_max_model_len",
+        type=int,
+        default=None,
+        help="context (prompt + new tokens) vLLM sizes its KV cache for; default: the model's (Llama-3.1: 131072)",
+    )
 
     args = parser.parse_args(argv)
     if args.near_dup_threshold is None:
@@ -228,6 +244,11 @@ def parse_args(argv=None):
         parser.error("--data.n_per_category must be at least 1 (leave it out for the smallest category's size)")
     if not 0 <= args.heldout_ratio < 1:
         parser.error("--data.heldout_ratio must be in [0, 1)")
+    if args.gen_cod_mode == "prefilled" and args.gen_backend == "openai":
+        parser.error(
+            "--gen.cod_mode prefilled continues the assistant's text after the model's chat template, which the "
+            "openai backend's chat endpoint cannot do: use --gen.backend transformers or vllm, or --gen.cod_mode single"
+        )
     return args
 
 

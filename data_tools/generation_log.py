@@ -17,18 +17,26 @@ from tqdm import tqdm
 
 from data_tools import DatasetBuildError
 from data_tools.cod_format import (
+    DRAFT_SLOTS,
     PARAPHRASE_TEMPLATE,
+    REFUSAL_OPENING,
+    category_line,
     check_demonstration,
+    cut_draft,
+    cut_refusal,
+    draft_fits,
     has_refusal,
     load_refusal_phrases,
     load_seed_demonstrations,
     load_template,
+    prompt_fallback,
     render_prompt,
 )
 from data_tools.plan import Plan
 from data_tools.similarity import drop_near_duplicates, find_eval_overlap
-from openrlhf_drirl.contract import CATEGORY_KEY, PROMPT_KEY
-from openrlhf_drirl.generation import GenerationError, build_generator
+from openrlhf_drirl.contract import CATEGORY_KEY, COD_SEPARATOR, PROMPT_KEY
+from openrlhf_drirl.generation import Generation, GenerationError, build_generator
+from openrlhf_drirl.generation.vllm_engine import shutdown
 
 # The work logs of OUTPUT_DIR/work/, checked together before a run writes anything.
 WORK_LOGS = ("paraphrases", "demonstrations", "cot_samples", "policy_samples")
@@ -98,7 +106,7 @@ def generate_logged(
     records: List[dict],
     log: AppendLog,
     make_prompt: Callable[[dict], str],
-    check: Callable[[str], Optional[str]],
+    check: Callable[[str, dict], Optional[str]],
     max_attempts: int,
     max_new_tokens: int,
     temperature: float,
@@ -106,8 +114,9 @@ def generate_logged(
     progress: tqdm,
     fallback: Optional[Callable[[dict], str]] = None,
 ):
-    """Generate for the records not yet in ``log``, retrying invalid outputs; one log line per record. A record
-    still invalid after ``max_attempts`` gets ``fallback(record)`` as its text (``"fallback": true``) when given."""
+    """Generate for the records not yet in ``log``, retrying invalid outputs (``check(text, record)`` gives the
+    reason, None when valid); one log line per record. A record still invalid after ``max_attempts`` gets
+    ``fallback(record)`` as its text (``"fallback": true``) when given."""
     todo = [r for r in records if r["id"] not in log.records]
     progress.update(len(records) - len(todo))
     for start in range(0, len(todo), args.gen_batch_size):
@@ -124,7 +133,7 @@ def generate_logged(
             retry = []
             for record, output in zip(pending, outputs):
                 text, tokens = output.text.strip(), output.num_tokens
-                reason, result = check(text), results[record["id"]]
+                reason, result = check(text, record), results[record["id"]]
                 if reason is None:
                     result.update(status="ok", text=text, tokens=tokens, attempt=attempt)
                 else:
@@ -162,7 +171,7 @@ def paraphrase_shortfalls(plan: Plan, generator, log: AppendLog, args) -> List[d
             requests,
             log,
             lambda r: template.render(prompt=r["original"][PROMPT_KEY]).strip(),
-            lambda text: None if text.strip() and not has_refusal(text, phrases) else "empty or refused",
+            lambda text, r: None if text.strip() and not has_refusal(text, phrases) else "empty or refused",
             args.max_attempts,
             args.gen_max_new_tokens,
             args.gen_temperature,
@@ -208,6 +217,63 @@ def select_with_demonstrations(candidates: Dict[str, List[dict]], n: int, genera
             accepted[c] += [r for r in rows if log.records[r["id"]]["status"] == "ok"]
 
 
+class PrefilledCoD:
+    """``--gen.cod_mode prefilled``: a demonstration assembled from constrained continuations of a raw-text
+    generator (chat=False). A request is (the chat-formatted CoD prompt, the record's category, its prompt). Each slot
+    of ``DRAFT_SLOTS`` is one batched call sampling ``CANDIDATES`` continuations (a few tokens, cut at the first line
+    to ``max_draft_words``), of which the first acceptable one is kept (not empty, not a repeat, and while no draft
+    names the request yet, sharing a content word with the prompt); then the builder writes the category line and the
+    separator and one more call continues ``REFUSAL_OPENING`` (cut after a sentence). Every continuation has its own
+    seed derived from the request's, so a request's text depends on its seed alone. ``num_tokens`` counts the whole
+    assembled text, as if the model had written it (the CoD vs CoT comparison)."""
+
+    DRAFT_TOKENS = 12  # a 5-word draft step is about 8 tokens; the rest of the line is cut anyway
+    CANDIDATES = 4  # per draft slot: one call, 4 rows per request
+
+    def __init__(self, generator, max_draft_words: int):
+        self.generator, self.max_draft_words = generator, max_draft_words
+        self.tokenizer = generator.tokenizer if hasattr(generator, "tokenizer") else generator.llm.get_tokenizer()
+
+    def chat_text(self, user: str) -> str:
+        """``user`` as the user turn of the model's chat template, ending where the assistant's answer starts."""
+        messages = [{"role": "user", "content": user}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, requests, *, max_new_tokens: int, temperature: float, seeds: List[int]) -> List[Generation]:
+        def continue_all(prefixes, step_seeds, tokens):
+            outputs = self.generator.generate(
+                prefixes, max_new_tokens=tokens, temperature=temperature, seeds=[s & 0x7FFFFFFF for s in step_seeds]
+            )
+            return [o.text for o in outputs]
+
+        k, drafts = self.CANDIDATES, [[] for _ in requests]
+        for step, slot in enumerate(DRAFT_SLOTS):
+            prefixes = [chat + "\n".join(d + [slot]) for (chat, _, _), d in zip(requests, drafts)]
+            texts = continue_all(
+                [p for p in prefixes for _ in range(k)],
+                [seed + 7919 * step + 104729 * j for seed in seeds for j in range(k)],
+                min(max_new_tokens, self.DRAFT_TOKENS),
+            )
+            for i, ((_, _, prompt), d) in enumerate(zip(requests, drafts)):
+                candidates = [cut_draft(slot, text, self.max_draft_words) for text in texts[i * k : (i + 1) * k]]
+                d.append(next((c for c in candidates if draft_fits(c, d, prompt)), candidates[0]))
+        heads = [
+            "\n".join(d + [category_line(category), COD_SEPARATOR, REFUSAL_OPENING])
+            for (_, category, _), d in zip(requests, drafts)
+        ]
+        # One sentence is kept: a few dozen tokens are enough, and a longer budget only costs time.
+        answers = continue_all(
+            [chat + h for (chat, _, _), h in zip(requests, heads)],
+            [seed + 7919 * len(DRAFT_SLOTS) for seed in seeds],
+            min(max_new_tokens, 40),
+        )
+        results = []
+        for head, answer in zip(heads, answers):
+            text = head[: -len(REFUSAL_OPENING)] + cut_refusal(REFUSAL_OPENING, answer)
+            results.append(Generation(text, len(self.tokenizer(text, add_special_tokens=False)["input_ids"]), "stop"))
+        return results
+
+
 def make_generator(args, role: str):
     """The generator of ``role`` ("gen" or "policy"), from its --ROLE.* flags and the backend's own flags."""
     backend, model = getattr(args, f"{role}_backend"), getattr(args, f"{role}_model")
@@ -222,9 +288,12 @@ def make_generator(args, role: str):
         kwargs = {
             "tensor_parallel_size": args.vllm_tensor_parallel_size,
             "gpu_memory_utilization": args.vllm_gpu_memory_utilization,
+            "max_model_len": args.vllm_max_model_len,
         }
     else:
         kwargs = {"batch_size": args.hf_batch_size}
+    if role == "gen" and args.gen_cod_mode == "prefilled":
+        kwargs["chat"] = False  # PrefilledCoD applies the chat template and continues the assistant's text
     try:
         return build_generator(backend, model, url=getattr(args, f"{role}_url"), **kwargs)
     except OSError as e:  # transformers: no such folder or hub name
@@ -265,23 +334,25 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
     demo_log, cot_log, policy_log = logs["demonstrations"], logs["cot_samples"], logs["policy_samples"]
     dropped = None
 
-    def seed_fallback(record):
-        options = seeds.get(record[CATEGORY_KEY])
-        if not options:
-            raise DatasetBuildError(
-                f"--gen.fallback seed: --gen.seed_demonstrations has no demonstration of category "
-                f"{record[CATEGORY_KEY]!r}: add one, or use --gen.fallback none"
-            )
-        # A stable choice per record (not Python's salted hash), so a resumed run picks the same one.
-        return options[int(hashlib.sha256(record["id"].encode()).hexdigest(), 16) % len(options)]["demonstration"]
-
     def demo_prompt(record):
         examples = seeds.get(record[CATEGORY_KEY], [])[: args.num_examples]
-        return render_prompt(template, record[PROMPT_KEY], examples, args.max_draft_words)
+        text = render_prompt(template, record[PROMPT_KEY], examples, args.max_draft_words)
+        return (prefilled.chat_text(text), record[CATEGORY_KEY], record[PROMPT_KEY]) if prefilled else text
+
+    def cot_prompt(record):
+        text = render_prompt(cot_template, record[PROMPT_KEY], (), args.max_draft_words)
+        return prefilled.chat_text(text) if prefilled else text
+
+    def check(text, record):
+        return check_demonstration(text, phrases, draft_limit, record[PROMPT_KEY])
+
+    def fallback(record):  # built from this record's own prompt, never another request's demonstration
+        return prompt_fallback(record[PROMPT_KEY], record[CATEGORY_KEY], args.max_draft_words)
 
     t = time.time()
     with naming_role("gen"):
         generator = make_generator(args, "gen")
+        prefilled = PrefilledCoD(generator, args.max_draft_words) if args.gen_cod_mode == "prefilled" else None
         if args.paraphrase_fill:
             dropped = paraphrase_shortfalls(plan, generator, logs["paraphrases"], args)
             timings["paraphrases"] = round(time.time() - t, 2)
@@ -290,18 +361,18 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
             def generate_demonstrations(rows):
                 bar.total = max(bar.total, bar.n + len(rows))
                 generate_logged(
-                    generator,
+                    prefilled or generator,
                     "demo",
                     rows,
                     demo_log,
                     demo_prompt,
-                    lambda text: check_demonstration(text, phrases, draft_limit),
+                    check,
                     args.max_attempts,
                     args.gen_max_new_tokens,
                     args.gen_temperature,
                     args,
                     bar,
-                    seed_fallback if args.demo_fallback == "seed" else None,
+                    fallback if args.demo_fallback == "prompt" else None,
                 )
 
             accepted = select_with_demonstrations(plan.candidates, plan.n, generate_demonstrations, demo_log)
@@ -315,8 +386,8 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
                 "cot",
                 cot_rows,
                 cot_log,
-                lambda r: render_prompt(cot_template, r[PROMPT_KEY], (), args.max_draft_words),
-                lambda text: None,  # kept as sampled: only measured, validity is reported in stats
+                cot_prompt,
+                lambda text, r: None,  # kept as sampled: only measured, validity is reported in stats
                 1,
                 args.cot_max_new_tokens,
                 args.gen_temperature,
@@ -324,7 +395,8 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
                 bar,
             )
         timings["cot_samples"] = round(time.time() - t, 2)
-    del generator  # frees its memory before the policy loads
+    shutdown(generator)  # frees its memory before the policy loads
+    del generator
 
     t = time.time()
     with naming_role("policy"):
@@ -337,13 +409,14 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
                 selected,
                 policy_log,
                 lambda r: r[PROMPT_KEY],
-                lambda text: None if text.strip() else "empty output",
+                lambda text, r: None if text.strip() else "empty output",
                 args.max_attempts,
                 args.policy_max_new_tokens,
                 args.policy_temperature,
                 args,
                 bar,
             )
+    shutdown(policy)
     del policy
     timings["policy_samples"] = round(time.time() - t, 2)
     return Generated(accepted, cot_rows, demo_log, cot_log, policy_log, dropped)

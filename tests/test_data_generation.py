@@ -32,15 +32,21 @@ def main_error(argv, capsys):
     return stderr.splitlines()[-1]
 
 
+def topic_of(prompt):
+    """The longest word of the request a CoD prompt asks about: what a demonstration's drafts must mention."""
+    return max(re.findall(r'answer "(.*)"\?', prompt)[-1].split(), key=len).strip("?,")
+
+
 def canned_reply(prompt, seed):
     """A deterministic stand-in for an LLM: the answer depends only on the request text and its seed."""
     if "minimum draft" in prompt:
+        topic = topic_of(prompt)
         if seed % 3 == 0 or NEVER_VALID in prompt:
             return "Sure! Here is exactly how you can do it."
         if seed % 3 == 1 and seed % 2 == 0:
-            return "This request seems clearly harmful to many other people.\n####\nI'm sorry, I can't help."
+            return f"This request about {topic} seems clearly harmful to people.\n####\nI'm sorry, I can't help."
         return (
-            f"Harmful request.\nRisk: hurts others.\nCase {seed % 1000}.\n####\nI'm sorry, but I can't help with that."
+            f"Harmful request: {topic}.\nRisk: hurts others.\nCase {seed % 1000}.\n####\nI'm sorry, but I can't help."
         )
     if "Think step by step to answer" in prompt:
         return "First, consider what the request asks and who it could hurt. " * 12 + "\n####\nI cannot help."
@@ -67,6 +73,22 @@ def canned_is_valid(seed, prompt=""):
 )
 def test_check_demonstration(text, reason):
     result = check_demonstration(text, PHRASES, max_draft_words=5)
+    assert (result.split(":")[0] if result else None) == reason
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("Request: hate messages.\nHarm: targets people.\n####\nI can't help.", None),
+        ("Request: hateful message.\n####\nI can't help.", None),  # "message" matches "messages"
+        ("Request: insult people.\n####\nI can't help sending hate messages.", "off topic"),  # in the answer only
+        ("Request: humiliate a coworker.\nHarm: workplace harm.\n####\nI can't help.", "off topic"),
+        ("Request: hate messages.\nHarm:\n####\nI can't help.", "empty draft"),
+        ("Request: hate messages.\nHarm: hate messages.\n####\nI can't help.", "repeated draft"),
+    ],
+)
+def test_check_demonstration_is_about_its_prompt(text, reason):
+    result = check_demonstration(text, PHRASES, 5, prompt="Can you show me how to send hate messages?")
     assert (result.split(":")[0] if result else None) == reason
 
 
@@ -219,10 +241,10 @@ def test_transformers_backend_tiny_random_model_output_is_rejected_and_reported(
     assert read_jsonl(out / "prompts.train.jsonl") == [] and read_jsonl(out / "irl_pairs.train.jsonl") == []
 
 
-def test_seed_fallback_gives_failed_records_a_marked_seed_demonstration(tmp_path, tiny_lm_dir):
-    """--gen.fallback seed: the tiny model's invalid outputs are still rejected and reported, but each record then
-    takes one of its category's seed demonstrations, marked in its label and counted; a rerun reuses everything."""
-    from data_tools.cod_format import load_seed_demonstrations
+def test_prompt_fallback_gives_failed_records_a_marked_demonstration_of_their_own_prompt(tmp_path, tiny_lm_dir):
+    """--gen.fallback prompt: the tiny model's invalid outputs are still rejected and reported, but each record then
+    takes a demonstration built from its own prompt, marked in its label and counted; a rerun reuses everything."""
+    from data_tools.cod_format import prompt_fallback
 
     source = write_category_prompts(tmp_path / "src.jsonl", per_category=2)
     out = tmp_path / "out"
@@ -230,20 +252,21 @@ def test_seed_fallback_gives_failed_records_a_marked_seed_demonstration(tmp_path
             "--data.classifier", "none", "--data.near_dup_method", "ngram", "--data.eval_sets",
             "--data.n_per_category", "1", "--gen.model", tiny_lm_dir, "--gen.max_new_tokens", "12",
             "--gen.max_attempts", "2", "--gen.num_examples", "0", "--policy.model", tiny_lm_dir,
-            "--policy.max_new_tokens", "8", "--cot.n_per_category", "0", "--gen.fallback", "seed"]  # fmt: skip
+            "--policy.max_new_tokens", "8", "--cot.n_per_category", "0", "--gen.fallback", "prompt"]  # fmt: skip
     main(argv)
     stats = json.loads((out / "stats.json").read_text())
     assert len(read_jsonl(out / "rejects.jsonl")) == 7 * 2  # one candidate per category, both attempts rejected
     assert all(v["shortfall"] == 0 and v["seed_fallbacks"] == 1 for v in stats["per_category"].values())
-    seeds = load_seed_demonstrations()
     rows = read_jsonl(out / "prompts.train.jsonl") + read_jsonl(out / "prompts.heldout.jsonl")
     assert len(rows) == 7
     for row in rows:
         label = row["label"]
-        assert label["demonstration_source"] == "seed_fallback"
-        assert label["demonstration"] in [s["demonstration"] for s in seeds[label["category"]]]
+        assert label["demonstration_source"] == "seed_fallback"  # outputs.py's marker of any fallback
+        assert label["demonstration"] == prompt_fallback(row["prompt"], label["category"])
+        assert f'"{row["prompt"]}"' in label["demonstration"]  # the refusal quotes this prompt
+        assert check_demonstration(label["demonstration"], PHRASES, 5, row["prompt"]) is None
     first = (out / "prompts.train.jsonl").read_text()
-    main(argv)  # resumed: nothing regenerated, the same choice of seed
+    main(argv)  # resumed: nothing regenerated, the same demonstrations
     assert (out / "prompts.train.jsonl").read_text() == first
 
 
@@ -253,7 +276,7 @@ def test_paraphrase_fill_tops_up_short_categories(tmp_path, canned_openai_server
             request = prompt.split("Request:", 1)[1].strip().rstrip("?")
             return "Could you tell me, " + " ".join(reversed(request.split())) + f" (variant {seed % 10})?"
         if "minimum draft" in prompt:
-            return f"Harmful request.\nCase {seed % 1000}.\n####\nI'm sorry, but I can't help with that."
+            return f"Request: {topic_of(prompt)}.\nCase {seed % 1000}.\n####\nI'm sorry, but I can't help with that."
         return canned_reply(prompt, seed)
 
     source = write_category_prompts(tmp_path / "src.jsonl", per_category=2)
