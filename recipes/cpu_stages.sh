@@ -13,7 +13,8 @@ POLICY_EPISODES=${POLICY_EPISODES:-2}     # passes over the training prompts: 21
 POLICY_LR=${POLICY_LR:-5e-5}              # high for a 135M model: a visible change within a few minutes
 RM_LR=${RM_LR:-3e-5}
 SEED=${SEED:-42}
-EVAL_LIMIT=${EVAL_LIMIT:-32}              # StrongREJECT and XSTest prompts each (seeded slices); all held-out prompts
+EVAL_LIMIT=${EVAL_LIMIT:-73}              # StrongREJECT and XSTest prompts each (seeded slices; XSTest: 41 safe, 32 unsafe); all
+                                          # held-out prompts: 80 paired harmful prompts with the 7 held out
 EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-96}
 PORT=${PORT:-$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
