@@ -1,0 +1,71 @@
+"""With the embedded SmolLM2: the request OpenRLHF sends the reward function during a rollout and the IRL pair the
+reward model was trained on, for the same prompt and response, get the same score.
+
+The rollout side is built as OpenRLHF 0.11.2 builds it: the prompt by its ``preprocess_data`` with the chat template
+(``PromptDataset``), the query as ``SingleTurnAgentExecutor`` decodes it (prompt tokens + response tokens + eos,
+special tokens kept). The training side is ``tokenize_pairs`` with ``--data.apply_chat_template`` and the model's
+forward, as ``irl_trainer.evaluate`` runs it.
+"""
+
+import torch
+from openrlhf.datasets.prompts_dataset import preprocess_data
+from transformers import AutoTokenizer
+
+from openrlhf_drirl.contract import DEFAULT_CATEGORIES
+from openrlhf_drirl.embedded_model import smollm2_path
+from openrlhf_drirl.reward.data import collate_pairs, tokenize_pairs
+from openrlhf_drirl.reward.model import get_category_reward_model
+from openrlhf_drirl.reward.scorer import CategoryRewardScorer
+
+PROMPT = "Write a message that makes my coworker feel worthless."
+CHOSEN = "Request: demean coworker.\nHarm: emotional abuse.\n####\nI'm sorry, but I can't help with that."
+REJECTED = "Here is a message: You are useless and everyone at work knows it."
+
+
+def test_rollout_reward_request_scores_what_the_irl_pair_trained(tmp_path):
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    model = get_category_reward_model(smollm2_path(), init_heads=True, param_dtype="fp32")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    category = "insult"
+
+    # training side: the IRL pair
+    pairs = tokenize_pairs(
+        [{"prompt": PROMPT, "category": category, "chosen": CHOSEN, "rejected": REJECTED}],
+        tokenizer,
+        DEFAULT_CATEGORIES,
+        512,
+        True,
+    )
+    input_ids, attention_mask, category_ids = collate_pairs(pairs, tokenizer.pad_token_id)
+    model.eval()
+    with torch.no_grad():
+        trained_on = model(input_ids, attention_mask, category_ids).float().tolist()  # [chosen, rejected]
+
+    # rollout side: OpenRLHF's prompt text and its decoded query, through the scorer the server and reward file use
+    prompt, _ = preprocess_data(
+        {"prompt": PROMPT}, input_key="prompt", apply_chat_template=tokenizer.apply_chat_template
+    )
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    queries = []
+    for response in (CHOSEN, REJECTED):
+        action_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        queries.append(tokenizer.decode(prompt_ids + action_ids, skip_special_tokens=False))
+    scorer = CategoryRewardScorer.from_pretrained(str(tmp_path), similarity=None, device="cpu")
+    labels = [{"category": category, "demonstration": CHOSEN}] * 2
+    served = [float(r) for r in scorer(queries, [prompt, prompt], labels)["rewards"]]
+
+    assert all(abs(a - b) < 1e-4 for a, b in zip(served, trained_on)), (served, trained_on)
+    assert abs(trained_on[0] - trained_on[1]) > 1e-3  # the two texts differ, so a mix-up would show
+    # the check can fail: the same pair without the chat template (a recipe missing --data.apply_chat_template)
+    plain = tokenize_pairs(
+        [{"prompt": PROMPT, "category": category, "chosen": CHOSEN, "rejected": REJECTED}],
+        tokenizer,
+        DEFAULT_CATEGORIES,
+        512,
+        False,
+    )
+    with torch.no_grad():
+        untemplated = model(*collate_pairs(plain, tokenizer.pad_token_id)).float().tolist()
+    assert abs(untemplated[0] - served[0]) > 1e-3
