@@ -29,19 +29,16 @@ def test_rollout_reward_request_scores_what_the_irl_pair_trained(tmp_path):
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     category = "insult"
-
-    # training side: the IRL pair
-    pairs = tokenize_pairs(
-        [{"prompt": PROMPT, "category": category, "chosen": CHOSEN, "rejected": REJECTED}],
-        tokenizer,
-        DEFAULT_CATEGORIES,
-        512,
-        True,
-    )
-    input_ids, attention_mask, category_ids = collate_pairs(pairs, tokenizer.pad_token_id)
     model.eval()
-    with torch.no_grad():
-        trained_on = model(input_ids, attention_mask, category_ids).float().tolist()  # [chosen, rejected]
+
+    def irl_pair_scores(apply_chat_template: bool):
+        """[chosen, rejected] as the IRL trainer scores the pair."""
+        row = {"prompt": PROMPT, "category": category, "chosen": CHOSEN, "rejected": REJECTED}
+        pairs = tokenize_pairs([row], tokenizer, DEFAULT_CATEGORIES, 512, apply_chat_template)
+        with torch.no_grad():
+            return model(*collate_pairs(pairs, tokenizer.pad_token_id)).float().tolist()
+
+    trained_on = irl_pair_scores(apply_chat_template=True)
 
     # rollout side: OpenRLHF's prompt text and its decoded query, through the scorer the server and reward file use
     prompt, _ = preprocess_data(
@@ -59,13 +56,4 @@ def test_rollout_reward_request_scores_what_the_irl_pair_trained(tmp_path):
     assert all(abs(a - b) < 1e-4 for a, b in zip(served, trained_on)), (served, trained_on)
     assert abs(trained_on[0] - trained_on[1]) > 1e-3  # the two texts differ, so a mix-up would show
     # the check can fail: the same pair without the chat template (a recipe missing --data.apply_chat_template)
-    plain = tokenize_pairs(
-        [{"prompt": PROMPT, "category": category, "chosen": CHOSEN, "rejected": REJECTED}],
-        tokenizer,
-        DEFAULT_CATEGORIES,
-        512,
-        False,
-    )
-    with torch.no_grad():
-        untemplated = model(*collate_pairs(plain, tokenizer.pad_token_id)).float().tolist()
-    assert abs(untemplated[0] - served[0]) > 1e-3
+    assert abs(irl_pair_scores(apply_chat_template=False)[0] - served[0]) > 1e-3
