@@ -33,6 +33,7 @@ The vendored files are in data_tools/bundled/jailbreaks/ (licenses and provenanc
 
 import base64
 import codecs
+import functools
 import json
 import os
 import random
@@ -46,20 +47,21 @@ from openrlhf_drirl.evaluation import FULL_REFUSAL, EvaluationError, is_refusal
 JAILBREAK_DIR = os.path.join(PACKAGE_DIR, "bundled", "jailbreaks")
 
 
+@functools.lru_cache(maxsize=None)  # read once: the attacks call it per prompt and variant (AutoDAN's file: 418 KB)
 def _read(name: str):
     with open(os.path.join(JAILBREAK_DIR, name), encoding="utf-8") as f:
         return json.load(f) if name.endswith(".json") else f.read()
 
 
-def _fill(template: str, prompt: str) -> str:
-    return template.replace("{{ prompt }}", prompt)
+def as_is(response: str) -> str:
+    return response
 
 
 @dataclass(frozen=True)
 class Jailbreak:
     name: str
     apply: Callable[[str, random.Random], str]
-    decode: Callable[[str], str] = lambda response: response
+    decode: Callable[[str], str] = as_is
     variants: bool = False  # draws --jailbreak_variants seeded variants per prompt
 
 
@@ -68,7 +70,7 @@ JAILBREAKS: Dict[str, Jailbreak] = {}
 
 def register_jailbreak(name: str, decode: Callable[[str], str] = None, variants: bool = False):
     def decorator(fn):
-        JAILBREAKS[name] = Jailbreak(name, fn, decode or (lambda response: response), variants)
+        JAILBREAKS[name] = Jailbreak(name, fn, decode or as_is, variants)
         return fn
 
     return decorator
@@ -127,7 +129,7 @@ register_jailbreak("poems")(
 
 def _pyrit(name: str) -> Callable[[str, random.Random], str]:
     def apply(prompt: str, rng: random.Random) -> str:
-        return _fill(_read("pyrit_templates.json")[name]["template"], prompt)
+        return _read("pyrit_templates.json")[name]["template"].replace("{{ prompt }}", prompt)
 
     return apply
 
