@@ -114,14 +114,13 @@ def reward_separation(verdicts: Dict[tuple, dict], seed: int = 0, resamples: int
     """The reward model's separation of one policy's answers: ``roc_auc`` of its ``reward_model`` score for the
     answers the ``refusal`` judge calls refusals (full or partial) vs compliance, over the items both judged.
     ``verdicts``: (judge, benchmark, id) -> verdict row."""
-    pairs = [
-        (row["score"], is_refusal(refusal["verdict"]))
-        for (judge, benchmark, item), row in verdicts.items()
-        if judge == "reward_model" and row.get("score") is not None
-        for refusal in [verdicts.get(("refusal", benchmark, item))]
-        if refusal is not None and refusal.get("verdict") is not None
-    ]
-    return roc_auc([s for s, _ in pairs], [y for _, y in pairs], seed, resamples) if pairs else None
+    scores, refused = [], []
+    for (judge, benchmark, item), row in verdicts.items():
+        refusal = verdicts.get(("refusal", benchmark, item), {})
+        if judge == "reward_model" and row.get("score") is not None and refusal.get("verdict") is not None:
+            scores.append(row["score"])
+            refused.append(is_refusal(refusal["verdict"]))
+    return roc_auc(scores, refused, seed, resamples) if scores else None
 
 
 REFUSAL_METRICS = ("refusal_rate", "full_refusal_rate", "over_refusal")
