@@ -1,6 +1,6 @@
 """Benchmark the offline refusal judges on hand-labelled responses: the `refusal` judge vs XSTest's own string match.
 
-Data: JSONL rows with ``response`` and ``label``, XSTest's three classes (``compliance``, ``full_refusal``,
+Data: JSONL or CSV rows with ``response`` and ``label``, XSTest's three classes (``compliance``, ``full_refusal``,
 ``partial_refusal``, or XSTest's ``1_full_compliance``, ``2_full_refusal``, ``3_partial_refusal``); optional ``split``
 and ``voice`` (the model or style that wrote it) give per-group rows. Default: tests/data/refusal_judge_labelled.jsonl
 (written and labelled by hand for this project, in six voices; see tests/data/README.md).
@@ -16,11 +16,11 @@ Printed per split (and per voice with ``--by voice``), for each judge, in one ru
 """
 
 import argparse
-import json
 import os
 from collections import defaultdict
 
-from openrlhf_drirl.evaluation import COMPLIANCE, VERDICTS, is_refusal
+from openrlhf_drirl.evaluation import COMPLIANCE, VERDICTS, EvaluationError, is_refusal
+from openrlhf_drirl.evaluation.benchmarks import read_rows
 from openrlhf_drirl.evaluation.judges import get_judge
 from openrlhf_drirl.evaluation.metrics import bootstrap_mean
 
@@ -33,20 +33,17 @@ XSTEST_LABELS = {
 JUDGES = ("refusal", "xstest_strmatch")
 
 
-def read_rows(path: str) -> list:
+def labelled_rows(path: str) -> list:
+    """The project's row reader (JSONL or CSV), then each row's label checked and mapped to the judges' names."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            label = XSTEST_LABELS.get(row.get("label"), row.get("label"))
-            if label not in VERDICTS or not isinstance(row.get("response"), str):
-                raise SystemExit(
-                    f"{path} row {number}: needs a string 'response' and a 'label' in {VERDICTS} or XSTest's "
-                    f"{tuple(XSTEST_LABELS)} (got label {row.get('label')!r}): fix the row"
-                )
-            rows.append({**row, "label": label})
+    for number, row in enumerate(read_rows(path, "--data"), 1):
+        label = XSTEST_LABELS.get(row.get("label"), row.get("label"))
+        if label not in VERDICTS or not isinstance(row.get("response"), str):
+            raise SystemExit(
+                f"--data {path} row {number}: needs a string 'response' and a 'label' in {VERDICTS} or XSTest's "
+                f"{tuple(XSTEST_LABELS)} (got label {row.get('label')!r}): fix the row"
+            )
+        rows.append({**row, "label": label})
     return rows
 
 
@@ -71,11 +68,12 @@ def main():
     parser.add_argument("--show", action="store_true", help="print the refusal judge's disagreements")
     args = parser.parse_args()
 
-    rows = read_rows(args.data)
-    verdicts = {}
-    for name in JUDGES:
-        judge = get_judge(name)
-        verdicts[name] = [r["verdict"] for r in judge.fn(rows, judge.config)]
+    try:
+        rows = labelled_rows(args.data)
+    except EvaluationError as e:
+        raise SystemExit(str(e)) from None
+    results = {name: get_judge(name).fn(rows, get_judge(name).config) for name in JUDGES}
+    verdicts = {name: [r["verdict"] for r in results[name]] for name in JUDGES}
     groups = defaultdict(list)
     for i, row in enumerate(rows):
         groups[str(row.get(args.by, "all"))].append(i)
@@ -98,10 +96,10 @@ def main():
         print(f"{group:>14} {'difference':>16} {paired['n']:>4}  {paired['value']:+.3f} "
               f"[{paired['ci'][0]:+.3f}, {paired['ci'][1]:+.3f}] (paired bootstrap)")  # fmt: skip
     if args.show:
-        reasons = get_judge("refusal").fn(rows, get_judge("refusal").config)
-        for row, verdict, reason in zip(rows, verdicts["refusal"], reasons):
+        for row, result in zip(rows, results["refusal"]):
+            verdict = result["verdict"]
             if is_refusal(verdict) != is_refusal(row["label"]):
-                print(f"  {row.get('id', '?')}: label {row['label']}, judged {verdict} ({reason['reason']}): "
+                print(f"  {row.get('id', '?')}: label {row['label']}, judged {verdict} ({result['reason']}): "
                       f"{row['response'][:100]!r}")  # fmt: skip
         print(f"  ({sum(v == COMPLIANCE for v in verdicts['refusal'])} judged compliance)")
 
