@@ -19,10 +19,10 @@ import argparse
 import os
 from collections import defaultdict
 
-from openrlhf_drirl.evaluation import COMPLIANCE, VERDICTS, EvaluationError, is_refusal
-from openrlhf_drirl.evaluation.benchmarks import read_rows
+from openrlhf_drirl.evaluation import COMPLIANCE, VERDICTS, is_refusal
 from openrlhf_drirl.evaluation.judges import get_judge
 from openrlhf_drirl.evaluation.metrics import bootstrap_mean
+from openrlhf_drirl.records import RecordError, read_rows
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
 XSTEST_LABELS = {
@@ -36,7 +36,7 @@ JUDGES = ("refusal", "xstest_strmatch")
 def labelled_rows(path: str) -> list:
     """The project's row reader (JSONL or CSV), then each row's label checked and mapped to the judges' names."""
     rows = []
-    for number, row in enumerate(read_rows(path, "--data"), 1):
+    for number, row in enumerate(read_rows(path), 1):
         label = XSTEST_LABELS.get(row.get("label"), row.get("label"))
         if label not in VERDICTS or not isinstance(row.get("response"), str):
             raise SystemExit(
@@ -70,7 +70,7 @@ def main():
 
     try:
         rows = labelled_rows(args.data)
-    except EvaluationError as e:
+    except RecordError as e:
         raise SystemExit(str(e)) from None
     results = {name: get_judge(name).fn(rows, get_judge(name).config) for name in JUDGES}
     verdicts = {name: [r["verdict"] for r in results[name]] for name in JUDGES}

@@ -35,6 +35,7 @@ from data_tools.prompt_sources import BUNDLED_EVAL_SETS, BUNDLED_SOURCES
 from data_tools.similarity import NEAR_DUP_METHODS
 from openrlhf_drirl.contract import COD_SEPARATOR
 from openrlhf_drirl.generation import BACKENDS, GenerationError
+from openrlhf_drirl.records import RecordError
 
 DEFAULT_NEAR_DUP_THRESHOLD = {"minilm": 0.9, "ngram": 0.6}
 
@@ -289,7 +290,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         stats = build(args)
-    except (DatasetBuildError, GenerationError) as e:
+    except (DatasetBuildError, GenerationError, RecordError) as e:
         # Bad input is one line naming the flag or file and the fix, with argparse's exit code; never a traceback.
         print(f"build_dataset: error: {e}", file=sys.stderr)
         sys.exit(2)

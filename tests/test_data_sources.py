@@ -9,7 +9,7 @@ import re
 import pytest
 
 from data_tools import BUNDLED_DIR, DatasetBuildError
-from data_tools.prompt_sources import load_eval_prompts, load_source, read_rows
+from data_tools.prompt_sources import load_eval_prompts, load_source, source_rows
 
 
 def test_bundled_donotanswer_has_939_prompts_in_five_risk_areas():
@@ -123,7 +123,7 @@ def test_bad_spec_key_missing_file_and_missing_split(tmp_path):
 
     datasets.DatasetDict({"test": datasets.Dataset.from_list([{"prompt": "a"}])}).save_to_disk(str(tmp_path / "d"))
     with pytest.raises(DatasetBuildError, match=r"splits \['test'\].*split=<one of them>"):
-        read_rows(str(tmp_path / "d"))
+        source_rows(str(tmp_path / "d"))
 
 
 def test_cli_bad_input_is_one_clear_line_not_a_traceback(tmp_path):

@@ -205,8 +205,8 @@ def test_other_loader_formats_give_the_same_rows(irl_pairs_path, tmp_path):
 def test_unicode_line_separators_inside_strings_are_text_not_line_breaks(tmp_path):
     """U+2028/U+2029 are legal inside JSON strings (a model wrote one into a policy sample): a pair file and a
     source file holding them load, row for row."""
-    from data_tools.prompt_sources import read_rows
-    from openrlhf_drirl.reward.data import json_records
+    from data_tools.prompt_sources import source_rows
+    from openrlhf_drirl.records import located_rows
 
     rows = [
         {"prompt": "p\u2028q", "chosen": "a", "rejected": "b\u2029c"},
@@ -214,5 +214,5 @@ def test_unicode_line_separators_inside_strings_are_text_not_line_breaks(tmp_pat
     ]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    assert [record for _, record in json_records(str(path))] == rows
-    assert read_rows(str(path)) == rows
+    assert [record for _, record in located_rows(str(path))] == rows
+    assert source_rows(str(path)) == rows

@@ -21,7 +21,7 @@ from openrlhf_drirl.evaluation.metrics import (
     roc_auc,
     safety_verdict,
 )
-from openrlhf_drirl.evaluation.responses import write_json
+from openrlhf_drirl.records import write_json
 
 R, C = "full_refusal", "compliance"
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from openrlhf_drirl.cli import train_ppo_local
-from openrlhf_drirl.evaluation.responses import read_jsonl
+from openrlhf_drirl.records import read_rows
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -112,7 +112,7 @@ def test_steps_run_end_to_end(estimator, tiny_lm_dir, reward_url, prompt_file, t
     assert "train/policy_loss" in tags and "train/rollout/reward_mean" in tags and "train/kl" in tags
     assert len(events.Scalars("train/policy_loss")) == 4  # 8 prompts / 2 per step
     assert ("train/drirl/alpha" in tags) == (estimator == "grpo_s")
-    rows = read_jsonl(tmp_path / "policy" / "rollout_samples.jsonl")  # the default --local.rollout_log
+    rows = read_rows(tmp_path / "policy" / "rollout_samples.jsonl")  # the default --local.rollout_log
     assert sorted({r["step"] for r in rows}) == [1, 2, 3, 4] and len(rows) == 32
     assert all(isinstance(r["response"], str) and r["label"]["category"] for r in rows)
     assert all(("drirl/alpha" in r) == (estimator == "grpo_s") and "drirl_similarity" in r for r in rows)
@@ -195,8 +195,8 @@ def test_same_seed_same_weights_and_sigkill_resume_ends_the_same(tiny_lm_dir, re
     assert "Loading the checkpoint" in resumed.stdout + resumed.stderr
     assert all(torch.equal(reference[k], v) for k, v in policy_weights(killed).items())
     # The rollout log holds each step once, as the uninterrupted run's does.
-    steps = [r["step"] for r in read_jsonl(killed / "policy" / "rollout_samples.jsonl")]
-    assert steps == [r["step"] for r in read_jsonl(first / "policy" / "rollout_samples.jsonl")] == sorted(steps)
+    steps = [r["step"] for r in read_rows(killed / "policy" / "rollout_samples.jsonl")]
+    assert steps == [r["step"] for r in read_rows(first / "policy" / "rollout_samples.jsonl")] == sorted(steps)
 
 
 def test_skipping_the_old_log_prob_forward_gives_the_same_update(tiny_lm_dir, reward_url, prompt_file, tmp_path):

@@ -183,7 +183,7 @@ def export_all_heads(multi_head_dir: str, output_dir: str, categories=None, para
 
 def split_pairs(pair_files: Sequence[str], output_dir: str, categories: Sequence[str]) -> Dict[str, Dict[str, int]]:
     """Each pair file -> OUTPUT_DIR/<category>/<file name>, one per category; returns the counts per file."""
-    from openrlhf_drirl.reward.data import json_records
+    from openrlhf_drirl.records import located_rows
 
     names = [os.path.basename(p) for p in pair_files]
     if len(set(names)) != len(names):
@@ -193,7 +193,7 @@ def split_pairs(pair_files: Sequence[str], output_dir: str, categories: Sequence
         if not os.path.isfile(path):
             raise AssembleError(f"--pairs {path!r} does not exist: pass the irl_pairs.*.jsonl files of build_dataset")
         rows = {c: [] for c in categories}
-        for where, record in json_records(path):
+        for where, record in located_rows(path):
             category = record.get(CATEGORY_KEY) if isinstance(record, dict) else None
             if category not in rows:
                 raise AssembleError(

@@ -37,23 +37,16 @@ from openrlhf_drirl.evaluation.benchmarks import (
     USEFULNESS_BENCHMARKS,
     UsefulnessConfig,
     load_items,
-    read_rows,
     score_choices,
     usefulness_verdicts,
 )
 from openrlhf_drirl.evaluation.jailbreaks import JAILBREAKS, attack_items, worst_case_rows
 from openrlhf_drirl.evaluation.judges import JUDGES, ConfiguredJudge, config_dict, get_judge, verdict_config
 from openrlhf_drirl.evaluation.metrics import compute_metrics, headline_lines
-from openrlhf_drirl.evaluation.responses import (
-    JsonlLog,
-    config_hash,
-    generate_responses,
-    judge_responses,
-    verdict_key,
-    write_json,
-)
+from openrlhf_drirl.evaluation.responses import config_hash, generate_responses, judge_responses, verdict_key
 from openrlhf_drirl.generation import BACKENDS, GenerationError, build_generator
 from openrlhf_drirl.generation.vllm_engine import shutdown
+from openrlhf_drirl.records import AppendLog, RecordError, read_rows, write_json
 
 DEFAULT_BENCHMARKS = "strongreject,harmbench,xstest"
 
@@ -157,7 +150,7 @@ def make_generator(args, path: str):
 def response_rows_from_file(path: str, prompt_key: str) -> List[dict]:
     """--responses rows with the fields the judges and metrics need; missing ones get documented defaults."""
     rows = []
-    for i, row in enumerate(read_rows(path, "--responses")):
+    for i, row in enumerate(read_rows(path)):
         for key in (prompt_key, "response"):
             if not isinstance(row.get(key), str):
                 raise EvaluationError(
@@ -242,9 +235,7 @@ def run(args) -> dict:
         rows = []
         for name, path in policies.items():
             stamp = config_hash(generation_config(args, path))
-            log = JsonlLog(
-                os.path.join(args.output_dir, "responses", f"{name}.jsonl"), lambda r: r["id"], lambda r: stamp
-            )
+            log = AppendLog(os.path.join(args.output_dir, "responses", f"{name}.jsonl"), stamp)
             todo = [item for item in items if item["id"] not in log.records]
             with tqdm(total=len(items), desc=f"generate {name}", unit="prompt", dynamic_ncols=True) as progress:
                 if todo:
@@ -286,8 +277,8 @@ def run(args) -> dict:
     if any(is_useful):
         judged.append((usefulness, [r for r, u in zip(rows, is_useful) if u]))
     stamps = {j.name: config_hash(verdict_config(j)) for j in judges + [usefulness]}
-    verdict_log = JsonlLog(
-        os.path.join(args.output_dir, "verdicts.jsonl"), verdict_key, lambda r: stamps.get(r["judge"])
+    verdict_log = AppendLog(
+        os.path.join(args.output_dir, "verdicts.jsonl"), lambda r: stamps.get(r["judge"]), key=verdict_key
     )
     t = time.time()
     for judge, judge_rows in judged:
@@ -319,7 +310,7 @@ def main(argv: List[str] = None):
     args = hierarchize(build_parser().parse_args(argv))
     try:
         metrics = run(args)
-    except (EvaluationError, GenerationError) as e:
+    except (EvaluationError, GenerationError, RecordError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         sys.exit(2)
     for line in headline_lines(metrics, sorted(metrics)):

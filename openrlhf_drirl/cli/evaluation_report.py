@@ -20,7 +20,7 @@ from openrlhf_drirl.cli.evaluate import parse_pairs
 from openrlhf_drirl.evaluation import EvaluationError
 from openrlhf_drirl.evaluation.metrics import headline_lines, paired_comparisons
 from openrlhf_drirl.evaluation.report import flips, load_columns, markdown, plot
-from openrlhf_drirl.evaluation.responses import write_json
+from openrlhf_drirl.records import RecordError, write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def main(argv: List[str] = None):
             )
             for other in columns[1:]
         }
-    except EvaluationError as e:
+    except (EvaluationError, RecordError) as e:
         print(f"evaluation_report: error: {e}", file=sys.stderr)
         sys.exit(2)
     os.makedirs(args.output_dir, exist_ok=True)

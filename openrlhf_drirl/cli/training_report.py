@@ -20,7 +20,7 @@ from typing import Dict, List
 
 from openrlhf_drirl.contract import CATEGORY_KEY, parse_label
 from openrlhf_drirl.evaluation.metrics import bootstrap_mean, format_metric
-from openrlhf_drirl.evaluation.responses import read_jsonl
+from openrlhf_drirl.records import read_rows
 
 ALPHA_KEYS = ("drirl/alpha", "drirl/alpha_D", "drirl/alpha_M")
 
@@ -141,7 +141,7 @@ def parse_runs(specs: List[str]) -> Dict[str, List[dict]]:
             raise ValueError(f"--run {spec!r}: write NAME=ROLLOUT_LOG, e.g. grpo_s=OUT/policy/rollout_samples.jsonl")
         if not os.path.isfile(path):
             raise ValueError(f"--run {spec}: no such file (train_ppo_local writes it with --local.rollout_log)")
-        rows = read_jsonl(path)
+        rows = read_rows(path)
         if not rows or "reward" not in rows[0]:
             raise ValueError(f"--run {spec}: no rollout rows with a reward in {path}")
         runs[name] = rows

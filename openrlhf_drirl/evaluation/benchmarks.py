@@ -21,7 +21,6 @@ Usefulness sets (the alignment tax; scored, not judged: ``USEFULNESS_BENCHMARKS`
     gsm            100 GSM8K-style word problems generated once by reasoning-gym's gsm_symbolic (seed 0)
 """
 
-import csv
 import dataclasses
 import json
 import os
@@ -34,32 +33,9 @@ import numpy as np
 from data_tools import BUNDLED_DIR
 from openrlhf_drirl.contract import DEFAULT_CATEGORIES, LABEL_KEY, LabelError, category_of
 from openrlhf_drirl.evaluation import SHOULD_COMPLY, SHOULD_REFUSE, EvaluationError
+from openrlhf_drirl.records import read_rows
 
 EVAL_DIR = os.path.join(BUNDLED_DIR, "eval")
-
-
-def read_rows(path: str, flag: str) -> List[dict]:
-    """Rows of a JSONL or CSV file; errors name ``flag``, the line and the fix."""
-    if not os.path.isfile(path):
-        raise EvaluationError(f"{flag} {path!r} does not exist: pass a .jsonl or .csv file")
-    if path.endswith(".csv"):
-        with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvaluationError(
-                    f"{flag} {path}:{number} is not JSON ({e.msg}): fix or delete that line"
-                ) from None
-            if not isinstance(row, dict):
-                raise EvaluationError(f"{flag} {path}:{number} is not a JSON object: write one object per line")
-            rows.append(row)
-    return rows
 
 
 def prompt_of(row: dict, key: str, where: str, flag: str) -> str:
@@ -74,7 +50,7 @@ def prompt_of(row: dict, key: str, where: str, flag: str) -> str:
 
 
 def load_strongreject() -> List[dict]:
-    rows = read_rows(os.path.join(EVAL_DIR, "strongreject.jsonl"), "bundled strongreject")
+    rows = read_rows(os.path.join(EVAL_DIR, "strongreject.jsonl"))
     return [
         {"id": f"strongreject/{i}", "prompt": r["prompt"], "category": r["category"], "expected": SHOULD_REFUSE}
         for i, r in enumerate(rows)
@@ -82,7 +58,7 @@ def load_strongreject() -> List[dict]:
 
 
 def load_harmbench() -> List[dict]:
-    rows = read_rows(os.path.join(EVAL_DIR, "harmbench_text_test.jsonl"), "bundled harmbench")
+    rows = read_rows(os.path.join(EVAL_DIR, "harmbench_text_test.jsonl"))
     return [
         {
             "id": f"harmbench/{r['behavior_id']}",
@@ -96,7 +72,7 @@ def load_harmbench() -> List[dict]:
 
 
 def load_xstest() -> List[dict]:
-    rows = read_rows(os.path.join(EVAL_DIR, "xstest_prompts.csv"), "bundled xstest")
+    rows = read_rows(os.path.join(EVAL_DIR, "xstest_prompts.csv"))
     return [
         {
             "id": f"xstest/{r['id']}",
@@ -117,7 +93,7 @@ def load_heldout(path: Optional[str], categories=DEFAULT_CATEGORIES) -> List[dic
             "the heldout benchmark needs --heldout DATA_DIR/prompts.heldout.jsonl (written by data_tools.build_dataset)"
         )
     items = []
-    for i, row in enumerate(read_rows(path, "--heldout")):
+    for i, row in enumerate(read_rows(path)):
         where = f"--heldout {path} row {i + 1}"
         try:
             category = category_of(row.get(LABEL_KEY), categories, i)
@@ -140,7 +116,7 @@ def load_prompt_file(name: str, path: str, prompt_key: str = "prompt", category_
     """Any local JSONL/CSV with a prompt column. Its prompts count as harmful (``expected: refuse``) unless a
     ``label`` column says ``safe`` or ``unsafe`` (XSTest's convention); ``category_key`` is used when present."""
     items = []
-    for i, row in enumerate(read_rows(path, f"--prompt_file {name}=")):
+    for i, row in enumerate(read_rows(path)):
         where = f"--prompt_file {name}={path} row {i + 1}"
         label = row.get("label")
         expected = SHOULD_COMPLY if isinstance(label, str) and label.strip().lower() == "safe" else SHOULD_REFUSE
@@ -202,7 +178,7 @@ def load_truthfulqa() -> List[dict]:
 def load_bigbench_sample(file: str, name: str, task_format: dict) -> List[dict]:
     """A vendored seeded sample of a large BIG-bench task: rows ``{subtask, index, input, target_scores, ...}``,
     formatted with ``task_format``, the format fields of the task's JSON (their task.json is not vendored)."""
-    rows = read_rows(os.path.join(EVAL_DIR, file), f"bundled {name}")
+    rows = read_rows(os.path.join(EVAL_DIR, file))
     return [bigbench_item(task_format, r, f"{name}/{r['subtask']}/{r['index']}", r["subtask"]) for r in rows]
 
 
@@ -214,7 +190,7 @@ MATH_FORMAT = {
 
 
 def load_gsm() -> List[dict]:
-    rows = read_rows(os.path.join(EVAL_DIR, "gsm_symbolic.jsonl"), "bundled gsm")
+    rows = read_rows(os.path.join(EVAL_DIR, "gsm_symbolic.jsonl"))
     return [
         {
             "id": f"gsm/{r['id']}",

@@ -25,7 +25,7 @@ from openrlhf_drirl.evaluation.metrics import (
     reward_separation,
     safety_verdict,
 )
-from openrlhf_drirl.evaluation.responses import read_jsonl
+from openrlhf_drirl.records import read_rows
 
 
 class Column(NamedTuple):
@@ -47,7 +47,7 @@ def load_columns(runs: Dict[str, str]) -> List[Column]:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
         verdict_path = os.path.join(directory, "verdicts.jsonl")
-        rows = read_jsonl(verdict_path) if os.path.isfile(verdict_path) else []
+        rows = read_rows(verdict_path) if os.path.isfile(verdict_path) else []
         policies = sorted(saved["metrics"])
         for policy in policies:
             items = set(saved["items"].get(policy, []))

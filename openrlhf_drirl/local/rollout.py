@@ -58,11 +58,11 @@ class LocalRolloutEngine:
             size = len(self.queue)
             await asyncio.sleep(0)
         batch, self.queue = self.queue, []
-        groups = {}
-        for item in batch:
-            params = item[1]
-            groups.setdefault((params.max_tokens, params.temperature, params.top_p), []).append(item)
-        try:
+        try:  # from the grouping on: any error reaches every waiting request instead of leaving it hanging
+            groups = {}
+            for item in batch:
+                params = item[1]
+                groups.setdefault((params.max_tokens, params.temperature, params.top_p), []).append(item)
             for (max_tokens, temperature, top_p), items in groups.items():
                 results = self.generator.generate_token_ids(
                     [ids for ids, _, _ in items], max_new_tokens=max_tokens, temperature=temperature, top_p=top_p

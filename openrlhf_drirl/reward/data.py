@@ -4,7 +4,6 @@ A row of ``irl_pairs.jsonl`` is ``{"prompt": str, "category": str, "chosen": dem
 sample}`` (the column names are set by ``--data.*_key``).
 """
 
-import json
 import os
 import random
 from collections import Counter
@@ -12,6 +11,8 @@ from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+from openrlhf_drirl.records import located_rows
 
 
 def reward_text(prompt: str, response: str, eos_token: str) -> str:
@@ -87,34 +88,6 @@ def check_pair_row(record, where: str, keys: Dict[str, str], categories: Sequenc
     return row
 
 
-def json_records(path: str) -> List[Tuple[str, object]]:
-    """(where, record) for each record of a JSON-lines file or a JSON array, ``where`` naming the file and the 1-based
-    line (row for an array). Read here rather than by ``datasets``, whose errors on a half-written line or an empty
-    file name no line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise PairDataError(f"{path} is not UTF-8 text ({e}); save it as UTF-8") from e
-    if text.lstrip().startswith("["):  # one JSON array, which `datasets` accepts too
-        try:
-            return [(f"{path} row {i}", record) for i, record in enumerate(json.loads(text), 1)]
-        except json.JSONDecodeError as e:
-            raise PairDataError(f"{path} line {e.lineno}: not valid JSON ({e.msg}: column {e.colno}); fix it") from e
-    records = []
-    for number, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028/2029 may sit inside a string
-        if not line.strip():
-            continue  # `datasets` skips blank lines too
-        try:
-            records.append((f"{path} line {number}", json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise PairDataError(
-                f"{path} line {number}: not valid JSON ({e.msg}: column {e.colno}); a half-written line? Fix or "
-                "delete it"
-            ) from e
-    return records
-
-
 def load_pair_rows(
     dataset: str, data_args, categories: Sequence[str], split: str = "train", probs: Optional[str] = None, seed=42
 ) -> Tuple[List[dict], List[str]]:
@@ -146,7 +119,7 @@ def load_pair_rows(
         if ext in (".json", ".jsonl", ".csv", ".parquet", ".arrow") and not os.path.isfile(path):
             raise PairDataError(f"{path} does not exist: check --data.dataset / --eval.dataset")
         if ext in (".json", ".jsonl"):
-            records = json_records(path)
+            records = located_rows(path)  # read here: the errors of `datasets` name no line
         else:
             try:
                 table = blending_datasets(part, None, quiet, seed, dataset_split=split)
