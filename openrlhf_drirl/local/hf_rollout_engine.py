@@ -1,4 +1,4 @@
-"""vLLM's engine, and only it, replaced for OpenRLHF's Ray path on CPU: ``HFRolloutRayActor`` is OpenRLHF's own
+"""vLLM's engine, and only it, replaced for OpenRLHF's Ray path on CPU: ``HFRolloutEngine`` is OpenRLHF's own
 ``RolloutRayActor`` (its ``generate_responses`` through the agent executor, which also requests the reward) with the
 vLLM ``AsyncLLMEngine`` replaced by the generation layer's Hugging Face backend. The weight sync stays OpenRLHF's:
 the actor's ``broadcast_to_vllm`` calls ``init_process_group`` / ``update_weight`` here, over ``ray.util.collective``
