@@ -4,8 +4,8 @@
 # Writes the model, eval_accuracy.json and eval_accuracy.png (held-out pairwise accuracy per category) to SAVE_PATH.
 # Rerunning the same command resumes from the last checkpoint (--ckpt.load_enable).
 # Held-out loss and pairwise accuracy per category every --eval.steps and at the end; logs to TensorBoard under
-# TB_DIR (or pass --logger.wandb.key ... for wandb). Without a GPU, run the module with python instead of deepspeed
-# (TorchStrategy, plain torch on CPU; see recipes/smoke_cpu.sh).
+# TB_DIR (or pass --logger.wandb.key ... for wandb). Without a GPU, run the module with python (one CPU rank) or
+# torchrun instead of deepspeed: the same DeepspeedStrategy on CPU ranks, fp32, gloo (see recipes/smoke_cpu.sh).
 # ML-IRL outer loop: add --irl.refresh_rounds 1 --irl.policy_path <current actor> to retrain on fresh policy samples.
 # The paper's seven separate models, and both layouts with one budget: recipes/paper/train_category_rms.sh.
 set -euo pipefail

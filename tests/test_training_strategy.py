@@ -1,5 +1,6 @@
-"""TorchStrategy, the plain-torch stand-in for OpenRLHF's DeepspeedStrategy: accumulation, clipping, checkpoints,
-resume, and the calls OpenRLHF's actor trainer makes (an OpenRLHF ``Actor`` around a tiny causal LM)."""
+"""``get_training_strategy`` (OpenRLHF's DeepspeedStrategy, on CPU ranks here), and TorchStrategy, the plain-torch
+stand-in that train_ppo_local still uses: accumulation, clipping, checkpoints, resume, and the calls OpenRLHF's actor
+trainer makes (an OpenRLHF ``Actor`` around a tiny causal LM)."""
 
 import copy
 import os
@@ -56,15 +57,26 @@ def train_step(strategy, model, optimizer, scheduler, pairs, pad_token_id):
         strategy.optimizer_step(optimizer, model, scheduler)
 
 
-def test_get_training_strategy_picks_deepspeed_only_on_gpu(category_rm_lm_dir, irl_pairs_path, tmp_path):
+def test_get_training_strategy_is_openrlhfs_deepspeed_on_cpu_too(category_rm_lm_dir, irl_pairs_path, tmp_path):
     from openrlhf.utils.deepspeed import DeepspeedStrategy
 
     argv = category_rm_train_argv(category_rm_lm_dir, irl_pairs_path, tmp_path)
-    strategy = get_training_strategy(hierarchize(build_parser().parse_args(argv)))
-    assert isinstance(strategy, DeepspeedStrategy if torch.cuda.is_available() else TorchStrategy)
-    strategy = get_training_strategy(hierarchize(build_parser().parse_args([*argv, "--train.cpu"])))
-    assert isinstance(strategy, TorchStrategy)
+    if torch.cuda.is_available():  # --train.cpu would redirect torch.cuda for the rest of this process
+        args = hierarchize(build_parser().parse_args(argv))
+        assert isinstance(get_training_strategy(args), DeepspeedStrategy)
+        assert (args.ds.param_dtype, args.ds.attn_implementation) == ("bf16", "flash_attention_2")
+        return
+    args = hierarchize(build_parser().parse_args([*argv, "--train.cpu"]))
+    strategy = get_training_strategy(args)
+    assert type(strategy) is DeepspeedStrategy
+    assert (strategy.param_dtype, args.ds.attn_implementation) == ("fp32", "sdpa")
+    strategy.setup_distributed()  # a one-rank gloo group: no launcher here
     assert (strategy.accumulated_gradient, strategy.world_size, strategy.get_rank()) == (1, 1, 0)  # 14 / 14 pairs
+    assert strategy.ds_device_mesh.device_type == "cpu"
+    assert strategy.all_reduce({"loss": 2.0}) == {"loss": 2.0}
+    assert strategy.all_gather(torch.tensor([1.0, 2.0])).tolist() == [1.0, 2.0]
+    explicit = hierarchize(build_parser().parse_args([*argv, "--ds.param_dtype", "bf16"]))
+    assert get_training_strategy(explicit).param_dtype == "bf16"  # a given flag is kept
 
 
 def test_gradient_accumulation_equals_one_big_batch(reward_model_and_pairs):
@@ -146,8 +158,9 @@ def test_checkpoint_round_trip_and_rotation(reward_model_and_pairs, tmp_path):
 def test_kill_between_steps_resumes_at_the_next_step(
     category_rm_lm_dir, irl_pairs_path, tmp_path, monkeypatch, capsys
 ):
-    """Kill right after checkpoint 7 of 10 (in refresh round 1, 2 micro-batches per step); the same command again
-    runs steps 8-10 only, with the same losses and final weights as an uninterrupted run."""
+    """The IRL trainer (DeepspeedStrategy, one CPU rank): kill right after checkpoint 7 of 10 (in refresh round 1, 2
+    micro-batches per step); the same command again runs steps 8-10 only, with the same losses and final weights as
+    an uninterrupted run."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from openrlhf_drirl.generation import Generation
@@ -167,7 +180,9 @@ def test_kill_between_steps_resumes_at_the_next_step(
     class Killed(Exception):
         pass
 
-    save_ckpt = TorchStrategy.save_ckpt
+    from openrlhf.utils.deepspeed import DeepspeedStrategy
+
+    save_ckpt = DeepspeedStrategy.save_ckpt
 
     def save_then_die(self, model, save_dir, tag=None, *args, **kwargs):
         save_ckpt(self, model, save_dir, tag, *args, **kwargs)
@@ -175,7 +190,7 @@ def test_kill_between_steps_resumes_at_the_next_step(
             raise Killed
 
     straight_losses = run("straight", "straight")
-    monkeypatch.setattr(TorchStrategy, "save_ckpt", save_then_die)
+    monkeypatch.setattr(DeepspeedStrategy, "save_ckpt", save_then_die)
     with pytest.raises(Killed):
         run("killed", "killed", "--ckpt.load_enable")
     monkeypatch.undo()
@@ -183,7 +198,8 @@ def test_kill_between_steps_resumes_at_the_next_step(
 
     capsys.readouterr()
     resumed_losses = run("killed", "resumed", "--ckpt.load_enable")  # the same command again
-    assert "global_step7 at step 7/10" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "global_step7/" in out.split("Resumed from")[1] and "at step 7/10" in out  # DeepSpeed names its file
     assert sorted(resumed_losses) == [8, 9, 10]
     assert resumed_losses == pytest.approx({step: straight_losses[step] for step in (8, 9, 10)}, abs=1e-6)
     straight = load_file(tmp_path / "straight" / "model.safetensors")

@@ -1,7 +1,8 @@
 """Train a category reward model by inverse RL on irl_pairs.jsonl (demonstration = chosen, policy sample = rejected).
 
-GPU (OpenRLHF's DeepspeedStrategy, ZeRO): ``deepspeed --module openrlhf_drirl.cli.train_category_rm ...``.
-CPU or ``--train.cpu`` (TorchStrategy, plain torch): ``python -m openrlhf_drirl.cli.train_category_rm ...``.
+OpenRLHF's DeepspeedStrategy (ZeRO) on GPU: ``deepspeed --module openrlhf_drirl.cli.train_category_rm ...``. The same
+on CPU ranks (no GPU, or ``--train.cpu``; gloo, fp32): ``python -m openrlhf_drirl.cli.train_category_rm ...`` (one
+rank) or ``torchrun --nproc_per_node N -m openrlhf_drirl.cli.train_category_rm ...``.
 Flags mirror ``openrlhf.cli.train_rm``; the DR-IRL ones are ``--data.category_key``, ``--data.strict``, ``--irl.*``
 and ``--eval.split_ratio``.
 
@@ -30,13 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logger.logging_steps", type=int, default=1)
     parser.add_argument("--eval.steps", type=int, default=-1, help="Held-out evaluation period (-1: once per epoch)")
 
-    # DeepSpeed (GPU; TorchStrategy on CPU trains in fp32 with sdpa attention)
+    # DeepSpeed
     parser.add_argument("--local_rank", type=int, default=-1, help="local_rank for deepspeed")
     parser.add_argument("--ds.zero_stage", type=int, default=2, help="DeepSpeed ZeRO stage")
-    parser.add_argument("--ds.param_dtype", type=str, default="bf16", choices=["bf16", "fp16"])
+    parser.add_argument(
+        "--ds.param_dtype", type=str, default=None, choices=["bf16", "fp16", "fp32"], help="Default: bf16, fp32 on CPU"
+    )
     parser.add_argument("--ds.zpg", type=int, default=1, help="ZeRO++ max partition size")
     parser.add_argument("--ds.adam_offload", action="store_true", default=False)
-    parser.add_argument("--ds.attn_implementation", type=str, default="flash_attention_2")
+    parser.add_argument(
+        "--ds.attn_implementation", type=str, default=None, help="Default: flash_attention_2, sdpa on CPU"
+    )
     parser.add_argument("--ds.grad_accum_dtype", type=str, default=None)
     parser.add_argument("--ds.overlap_comm", action="store_true", default=False)
     parser.add_argument("--ds.deepcompile", action="store_true", default=False)
@@ -55,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train.max_epochs", type=float, default=1)
     parser.add_argument("--train.micro_batch_size", type=int, default=1)
     parser.add_argument("--train.batch_size", type=int, default=128, help="Global batch size (pairs per step)")
-    parser.add_argument("--train.cpu", action="store_true", default=False, help="TorchStrategy on CPU even with a GPU")
+    parser.add_argument("--train.cpu", action="store_true", default=False, help="CPU ranks even with a GPU")
     parser.add_argument("--adam.lr", type=float, default=9e-6)
     parser.add_argument("--adam.betas", type=float, nargs=2, default=(0.9, 0.95))
     parser.add_argument("--adam.eps", type=float, default=1e-8)

@@ -10,7 +10,7 @@ fresh rejected samples drawn from the policy (the ML-IRL outer loop; point ``--i
 drawn on rank 0 alone and broadcast to the other ranks.
 
 One loop, driven only through OpenRLHF's strategy interface: ``get_training_strategy`` gives OpenRLHF's
-DeepspeedStrategy (ZeRO) on GPU and ``TorchStrategy`` (plain torch) on CPU. Logs go to OpenRLHF's wandb/tensorboard
+DeepspeedStrategy (ZeRO), on GPU ranks or on CPU ranks. Logs go to OpenRLHF's wandb/tensorboard
 loggers (``--logger.*``); the held-out loss and pairwise accuracy per category are evaluated every ``--eval.steps``
 and at the end.
 """
@@ -200,8 +200,7 @@ def train(args, generate: Optional[Callable] = None) -> Dict:
         args.model.model_name_or_path,
         categories,
         param_dtype=strategy.param_dtype,
-        # TorchStrategy names what CPU can run (sdpa); DeepspeedStrategy has no such attribute: --ds.* decides.
-        attn_implementation=getattr(strategy, "attn_implementation", args.ds.attn_implementation),
+        attn_implementation=args.ds.attn_implementation,
         init_heads=True,
         ds_config=strategy.get_ds_train_config(),
     )

@@ -1,5 +1,6 @@
-"""The training engine behind OpenRLHF's strategy interface: OpenRLHF's ``DeepspeedStrategy`` on GPU, ``TorchStrategy``
-(plain torch, one process) on CPU. ``get_training_strategy(args)`` picks one; trainers then call only strategy methods.
+"""The training engine behind OpenRLHF's strategy interface. ``get_training_strategy(args)`` gives OpenRLHF's own
+``DeepspeedStrategy``, on GPU ranks or on CPU ranks (``cpu_deepspeed.use_cpu_for_deepspeed``); trainers then call only
+strategy methods. ``TorchStrategy`` (plain torch, one process) is what ``train_ppo_local`` still runs on.
 
 The interface is what OpenRLHF's trainers call on ``strategy`` (``RewardModelTrainer``, ``ActorPPOTrainer``,
 ``PolicyModelActor``, ``PPOTrainer``'s datasets): ``args``, ``setup_distributed``, ``prepare``, ``backward``,
@@ -12,6 +13,8 @@ import json
 import math
 import os
 import shutil
+import socket
+import tempfile
 
 import torch
 import torch.nn as nn
@@ -24,27 +27,50 @@ LATEST_FILE = "latest"  # as DeepSpeed: the newest tag of a checkpoint folder, r
 
 
 def get_training_strategy(args):
-    """OpenRLHF's ``DeepspeedStrategy`` when CUDA is available, else (or with ``--train.cpu``) ``TorchStrategy``.
+    """OpenRLHF's ``DeepspeedStrategy``, on GPU ranks when CUDA is available, else (or with ``--train.cpu``) on CPU
+    ranks (gloo, through ``use_cpu_for_deepspeed``). The one place that looks at the device: everything after it goes
+    through the strategy.
 
-    The one place that looks at the device: everything after it goes through the strategy."""
-    if torch.cuda.is_available() and not getattr(args.train, "cpu", False):
-        from openrlhf.utils import get_strategy
+    On CPU, ``--ds.param_dtype`` and ``--ds.attn_implementation`` left at None become "fp32" and "sdpa" (CPU has no
+    bf16 speed-up and no flash attention; on GPU "bf16" and "flash_attention_2"), and a process started without a
+    launcher (``python -m ...``, no ``RANK``) is one rank of one. Several ranks: ``torchrun --nproc_per_node N``."""
+    from openrlhf.utils import get_strategy
 
-        return get_strategy(args)
-    return TorchStrategy(
-        seed=getattr(args.train, "seed", 42),
-        full_determinism=getattr(args.train, "full_determinism_enable", False),
-        max_norm=getattr(args, "max_norm", 1.0),
-        micro_train_batch_size=getattr(args.train, "micro_batch_size", 1),
-        train_batch_size=getattr(args.train, "batch_size", 128),
-        args=args,
-    )
+    cpu = getattr(args.train, "cpu", False) or not torch.cuda.is_available()
+    if cpu:
+        from openrlhf_drirl.training.cpu_deepspeed import use_cpu_for_deepspeed
+
+        use_cpu_for_deepspeed()
+        if "RANK" not in os.environ:
+            # No launcher (python -m ...): one rank. The group is made here on a file store, which DeepSpeed adopts
+            # (it only checks that the launcher's variables exist), so the port in MASTER_PORT stays free for a
+            # subprocess that inherits these variables (a resumed run) to start its own one-rank group on.
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            if not torch.distributed.is_initialized():
+                store = tempfile.NamedTemporaryFile(prefix="drirl_gloo_", delete=False).name
+                torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    for name, on_cpu, on_gpu in (
+        ("param_dtype", "fp32", "bf16"),
+        ("attn_implementation", "sdpa", "flash_attention_2"),
+    ):
+        if getattr(args.ds, name, None) is None:
+            setattr(args.ds, name, on_cpu if cpu else on_gpu)
+    return get_strategy(args)
 
 
 class TorchStrategy:
-    """Replaces OpenRLHF's ``DeepspeedStrategy`` where it cannot run: it needs CUDA (a "cuda" device mesh, NCCL
-    collectives, CUDA syncs). Same methods, signatures and semantics, in one process with plain torch on CPU
-    (``world_size`` 1, rank 0, collectives are identities):
+    """A plain-torch stand-in for OpenRLHF's ``DeepspeedStrategy``, kept for ``train_ppo_local`` alone (the IRL trainer
+    runs DeepspeedStrategy itself on CPU ranks). That one-process run of OpenRLHF's ``train()`` wraps the policy in
+    in-process stand-ins (``local.stand_ins``: LocalRay, ``ResponseLogitsActor``, its own current-device and fp32
+    patches) whose optimizer steps, checkpoints and RNG-state resume are tested against this class; moving it onto
+    DeepspeedStrategy is the port of train_ppo_local, not a strategy change, and is moot once ``train_ppo_ray`` runs
+    on a local CPU Ray cluster (DeepspeedStrategy through ``use_cpu_for_deepspeed``) and replaces it.
+
+    Same methods, signatures and semantics, in one process with plain torch on CPU (``world_size`` 1, rank 0,
+    collectives are identities):
 
     - ``prepare((model, cfg))`` builds what DeepSpeed builds from the same ``cfg``: AdamW (``cfg["adam"]``, no decay
       on bias/norm weights) and the ``transformers.get_scheduler`` schedule of ``cfg["scheduler_steps"]`` steps;
