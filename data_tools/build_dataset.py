@@ -204,6 +204,13 @@ def parse_args(argv=None):
     add("--policy.api_key_env", dest="policy_api_key_env", metavar="VAR", default="OPENAI_API_KEY", help="API key var")
     add("--policy.max_new_tokens", dest="policy_max_new_tokens", type=int, default=256, help="per sample")
     add("--policy.temperature", dest="policy_temperature", type=float, default=1.0, help="sampling temperature")
+    add(
+        "--policy.n_samples",
+        dest="policy_n_samples",
+        type=int,
+        default=1,
+        help="samples per prompt, each one IRL pair with the prompt's demonstration as chosen",
+    )
 
     add = parser.add_argument_group("cot: CoT samples from the generator, for the CoD vs CoT token count").add_argument
     add("--cot.n_per_category", dest="cot_n_per_category", type=int, default=4, help="prompts per category; 0 = off")
@@ -243,6 +250,8 @@ def parse_args(argv=None):
         parser.error("--gen.model and --policy.model are required (or pass --plan_only)")
     if args.n_per_category is not None and args.n_per_category < 1:
         parser.error("--data.n_per_category must be at least 1 (leave it out for the smallest category's size)")
+    if args.policy_n_samples < 1:
+        parser.error(f"--policy.n_samples must be at least 1, got {args.policy_n_samples}")
     if not 0 <= args.heldout_ratio < 1:
         parser.error("--data.heldout_ratio must be in [0, 1)")
     if args.gen_cod_mode == "prefilled" and args.gen_backend == "openai":

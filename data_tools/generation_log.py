@@ -47,6 +47,12 @@ def request_seed(seed: int, stage: str, record_id: str, attempt: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def policy_sample_ids(record_id: str, n_samples: int) -> List[str]:
+    """The policy-log keys of a record's ``--policy.n_samples`` samples: the first is the record's own id (so logs of
+    one-sample runs stay valid), the others ``<id>#<j>``, each with its own seed (``request_seed`` of the key)."""
+    return [record_id] + [f"{record_id}#{j}" for j in range(1, n_samples)]
+
+
 def generate_logged(
     generator,
     stage: str,
@@ -349,11 +355,12 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
     with naming_role("policy"):
         policy = make_generator(args, "policy")
         selected = [r for c in plan.categories for r in accepted[c]]
-        with tqdm(total=len(selected), desc="policy samples", unit="rec", dynamic_ncols=True) as bar:
+        samples = [{**r, "id": i} for r in selected for i in policy_sample_ids(r["id"], args.policy_n_samples)]
+        with tqdm(total=len(samples), desc="policy samples", unit="sample", dynamic_ncols=True) as bar:
             generate_logged(
                 policy,
                 "policy",
-                selected,
+                samples,
                 policy_log,
                 lambda r: r[PROMPT_KEY],
                 lambda text, r: None if text.strip() else "empty output",

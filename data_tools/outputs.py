@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Dict, List
 
 from data_tools.cod_format import check_demonstration, has_refusal, load_refusal_phrases
+from data_tools.generation_log import policy_sample_ids
 from openrlhf_drirl.contract import CATEGORY_KEY, DATASOURCE_KEY, LABEL_KEY, PROMPT_KEY, make_label
 from openrlhf_drirl.records import write_json
 
@@ -59,6 +60,10 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
     """Splits, prompt and pair rows, rejects, stats.json and stats.png; returns the stats."""
     out, accepted = args.output_dir, generated.accepted
     demos, samples = generated.demo_log.records, generated.policy_log.records
+
+    def sample_ids(record):
+        return policy_sample_ids(record["id"], args.policy_n_samples)
+
     splits = {"train": [], "heldout": []}
     per_category = {}
     for c in plan.categories:
@@ -79,7 +84,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
             "invalid_outputs": sum(len(d["invalid"]) for d in tried),
             "failed_records": sum(d["status"] != "ok" for d in tried),
             "fallbacks": sum(bool(demos[r["id"]].get("fallback")) for r in accepted[c]),
-            "policy_failed": sum(samples[r["id"]]["status"] != "ok" for r in accepted[c]),
+            "policy_failed": sum(samples[i]["status"] != "ok" for r in accepted[c] for i in sample_ids(r)),
         }
     for split, rows in splits.items():
         prompts, pairs = [], []
@@ -89,14 +94,21 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
             if demos[r["id"]].get("fallback"):
                 label["demonstration_source"] = "fallback"
             prompts.append({PROMPT_KEY: r[PROMPT_KEY], LABEL_KEY: label, DATASOURCE_KEY: category})
-            if samples[r["id"]]["status"] == "ok":
-                pair = {"id": r["id"], PROMPT_KEY: r[PROMPT_KEY], CATEGORY_KEY: category, "chosen": demonstration}
-                pairs.append({**pair, "rejected": samples[r["id"]]["text"]})
+            for sample_id in sample_ids(r):
+                if samples[sample_id]["status"] == "ok":
+                    pair = {
+                        "id": sample_id,
+                        PROMPT_KEY: r[PROMPT_KEY],
+                        CATEGORY_KEY: category,
+                        "chosen": demonstration,
+                    }
+                    pairs.append({**pair, "rejected": samples[sample_id]["text"]})
         write_jsonl(os.path.join(out, f"prompts.{split}.jsonl"), prompts)
         write_jsonl(os.path.join(out, f"irl_pairs.{split}.jsonl"), pairs)
 
     rejects = []
     by_id = {r["id"]: r for rows in plan.candidates.values() for r in rows}
+    by_id.update({i: by_id[r["id"]] for rows in accepted.values() for r in rows for i in sample_ids(r)})
     for stage, log in (("demo", generated.demo_log), ("policy", generated.policy_log)):
         for record_id, result in log.records.items():
             for bad in result["invalid"]:
@@ -138,7 +150,9 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
         "per_category": per_category,
         "unmapped_reasons": reason_counts(plan.unmapped, "unmapped_reason"),
         "invalid_reasons": reason_counts(rejects, "reason"),
-        "refusals_in_policy_samples": sum(has_refusal(samples[r["id"]].get("text", ""), phrases) for r in selected),
+        "refusals_in_policy_samples": sum(
+            has_refusal(samples[i].get("text", ""), phrases) for r in selected for i in sample_ids(r)
+        ),
         "tokens": tokens,
         "seconds": timings,
     }

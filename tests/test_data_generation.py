@@ -270,6 +270,35 @@ def test_prompt_fallback_gives_failed_records_a_marked_demonstration_of_their_ow
     assert (out / "prompts.train.jsonl").read_text() == first
 
 
+def test_policy_n_samples_gives_each_prompt_one_pair_per_sample(tmp_path, tiny_lm_dir):
+    """--policy.n_samples 3: three IRL pairs per prompt, the same demonstration as chosen and three differently
+    seeded policy samples as rejected (ids <id>, <id>#1, <id>#2), in the prompt's split; a rerun generates nothing."""
+    source = write_category_prompts(tmp_path / "src.jsonl", per_category=2)
+    out = tmp_path / "out"
+    argv = ["--output_dir", str(out), "--data.sources", f"{source}:prompt=question,category=kind",
+            "--data.classifier", "none", "--data.near_dup_method", "ngram", "--data.eval_sets",
+            "--data.n_per_category", "2", "--data.heldout_ratio", "0.5", "--gen.model", tiny_lm_dir,
+            "--gen.max_new_tokens", "4", "--gen.max_attempts", "1", "--gen.num_examples", "0",
+            "--policy.model", tiny_lm_dir, "--policy.max_new_tokens", "8", "--policy.n_samples", "3",
+            "--cot.n_per_category", "0", "--gen.fallback", "prompt"]  # fmt: skip
+    main(argv)
+    for split in ("train", "heldout"):
+        prompts, pairs = read_jsonl(out / f"prompts.{split}.jsonl"), read_jsonl(out / f"irl_pairs.{split}.jsonl")
+        assert len(prompts) == 7 and len(pairs) == 21
+        for row in prompts:
+            own = [p for p in pairs if p["id"].split("#")[0] == row["label"]["id"]]
+            assert sorted(p["id"] for p in own) == sorted(row["label"]["id"] + s for s in ("", "#1", "#2"))
+            assert {p["chosen"] for p in own} == {row["label"]["demonstration"]}
+            assert {p["prompt"] for p in own} == {row["prompt"]}
+            assert len({p["rejected"] for p in own}) == 3  # each sample has its own seed
+    log = out / "work" / "policy_samples.jsonl"
+    lines = log.read_text().count("\n")
+    stats = json.loads((out / "stats.json").read_text())
+    assert sum(v["policy_failed"] for v in stats["per_category"].values()) == 0
+    main(argv)  # resumed: every sample is in the log
+    assert log.read_text().count("\n") == lines
+
+
 def test_paraphrase_fill_tops_up_short_categories(tmp_path, canned_openai_server):
     def reply(prompt, seed):
         if prompt.startswith("Rewrite the following request"):
