@@ -7,11 +7,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 DATA_DIR=${DATA_DIR:-$OUT/data}             # what build_data writes; the later stages read it
 N_PER_CATEGORY=${N_PER_CATEGORY:-4}       # x 7 categories; a quarter held out (one per category at 4)
+IRL_SAMPLES=${IRL_SAMPLES:-1}             # SmolLM2's samples per prompt, each one IRL pair (--policy.n_samples)
 ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
 N_SAMPLES=${N_SAMPLES:-4}
 POLICY_EPISODES=${POLICY_EPISODES:-2}     # passes over the training prompts: 21 / 7 x 2 = 6 steps at the defaults
 POLICY_LR=${POLICY_LR:-5e-5}              # high for a 135M model: a visible change within a few minutes
-RM_LR=${RM_LR:-3e-5}
+RM_LR=${RM_LR:-3e-5}                      # the reward model: 21 pairs x 3 epochs, 9 steps of 7 at the defaults
+RM_EPOCHS=${RM_EPOCHS:-3}                 # (README "What moves the policy": two stronger reward models that did not)
 SEED=${SEED:-42}
 EVAL_LIMIT=${EVAL_LIMIT:-73}              # StrongREJECT and XSTest prompts each (seeded slices; XSTest: 41 safe, 32 unsafe); all
                                           # held-out prompts: 80 paired harmful prompts with the 7 held out
@@ -44,6 +46,7 @@ build_data() {
       --gen.fallback prompt \
       --gen.batch_size 32 \
       --policy.max_new_tokens 64 \
+      --policy.n_samples "$IRL_SAMPLES" \
       --hf.batch_size 32 \
       --cot.n_per_category 0
 }
@@ -58,7 +61,7 @@ train_reward_model() {
       --data.max_len 512 \
       --train.batch_size 7 \
       --train.micro_batch_size 7 \
-      --train.max_epochs 3 \
+      --train.max_epochs "$RM_EPOCHS" \
       --train.seed "$SEED" \
       --adam.lr "$RM_LR" \
       --train.cpu \
