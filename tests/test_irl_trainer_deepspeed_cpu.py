@@ -119,29 +119,22 @@ def runs(category_rm_lm_dir, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("irl_ds_cpu")
     pairs = write_irl_pairs(tmp_path / "pairs.jsonl", per_category=4)  # 21 training pairs, 7 held out
 
-    def argv(name, stage, *extra):
+    def argv(name, *extra):
         return category_rm_train_argv(
             category_rm_lm_dir,
             pairs,
             tmp_path / name,
             "--train.micro_batch_size", "7",  # 2 ranks: one micro-batch each; 1 rank: 2 accumulated
             "--train.max_epochs", "1",
-            "--ds.zero_stage", str(stage),
+            "--ds.zero_stage", "2",
             *extra,
         )  # fmt: skip
 
-    launched, one = [], []
-    for stage in (2,):  # ZeRO-3: one rank only on CPU (see the last test)
-        full = f"zero{stage}"
-        resumed = argv(f"{full}_resumed", stage, "--ckpt.load_enable")
-        resumed[resumed.index("--ckpt.path") + 1] = str(tmp_path / full) + "_ckpt"  # the full run's checkpoints
-        two = [
-            {"name": full, "argv": argv(full, stage, "--ckpt.save_steps", "1")},
-            {"name": f"{full}_resumed", "argv": resumed},
-        ]
-        launched.append((full, _launch(2, two, tmp_path, full)))
-        one.append({"name": f"{full}_one_rank", "argv": argv(f"{full}_one_rank", stage)})
-    launched.append(("one_rank", _launch(1, one, tmp_path, "one_rank")))
+    resumed = argv("resumed", "--ckpt.load_enable")
+    resumed[resumed.index("--ckpt.path") + 1] = str(tmp_path / "full") + "_ckpt"  # the full run's checkpoints
+    two = [{"name": "full", "argv": argv("full", "--ckpt.save_steps", "1")}, {"name": "resumed", "argv": resumed}]
+    launched = [("full", _launch(2, two, tmp_path, "full"))]
+    launched.append(("one_rank", _launch(1, [{"name": "one_rank", "argv": argv("one_rank")}], tmp_path, "one_rank")))
     for name, processes in launched:
         _wait(processes, tmp_path, name)
     return tmp_path
@@ -151,9 +144,9 @@ def _record(tmp_path, name, rank=0):
     return torch.load(tmp_path / f"{name}_rank{rank}.pt", weights_only=False)
 
 
-def test_two_cpu_ranks_match_one_rank(runs, stage=2):
-    ranks = [_record(runs, f"zero{stage}", rank) for rank in (0, 1)]
-    one = _record(runs, f"zero{stage}_one_rank")
+def test_two_cpu_ranks_match_one_rank(runs):
+    ranks = [_record(runs, "full", rank) for rank in (0, 1)]
+    one = _record(runs, "one_rank")
     assert ranks[0]["world_size"] == 2 and one["world_size"] == 1
     # Heads identical on both ranks after init (ZeRO-3: gathered from the partitions), and equal to one rank's.
     assert ranks[0]["heads"].abs().sum() > 0
@@ -168,20 +161,20 @@ def test_two_cpu_ranks_match_one_rank(runs, stage=2):
     torch.testing.assert_close(ranks[0]["scores"], one["scores"], rtol=1e-4, atol=1e-5)
 
 
-def test_resume_continues_from_the_checkpoint(runs, stage=2):
-    full, resumed = _record(runs, f"zero{stage}"), _record(runs, f"zero{stage}_resumed")
-    assert (runs / f"zero{stage}_ckpt" / "global_step1").is_dir()
+def test_resume_continues_from_the_checkpoint(runs):
+    full, resumed = _record(runs, "full"), _record(runs, "resumed")
+    assert (runs / "full_ckpt" / "global_step1").is_dir()
     assert len(resumed["losses"]) == STEPS - 1  # started at step 1, not 0
     assert resumed["losses"] == pytest.approx(full["losses"][1:], rel=1e-6, abs=1e-7)
     torch.testing.assert_close(resumed["scores"], full["scores"], rtol=1e-5, atol=1e-6)
-    assert f"zero{stage}_ckpt/global_step1" in (runs / f"zero{stage}_rank0.log").read_text().split("Resumed from")[1]
+    assert "full_ckpt/global_step1" in (runs / "full_rank0.log").read_text().split("Resumed from")[1]
 
 
-def test_exported_model_scores_as_the_trained_layout(runs, stage=2):
+def test_exported_model_scores_as_the_trained_layout(runs):
     from openrlhf_drirl.reward.model import get_category_reward_model
 
-    trained = _record(runs, f"zero{stage}")
-    exported = get_category_reward_model(str(runs / f"zero{stage}"), param_dtype="fp32").eval()
+    trained = _record(runs, "full")
+    exported = get_category_reward_model(str(runs / "full"), param_dtype="fp32").eval()
     with torch.no_grad():
         scores = exported(*_probe(exported.config.vocab_size)).float()
     torch.testing.assert_close(scores, trained["scores"], rtol=1e-5, atol=1e-6)
