@@ -23,6 +23,8 @@ CHECKPOINT_STATE_KEY = "drirl_advantage_state"
 # Set by the Ray launcher in the workers' env_vars: the estimator modules to import, and the user's own setup hook.
 ESTIMATOR_MODULES_ENV = "DRIRL_ESTIMATOR_MODULES"
 CHAINED_SETUP_HOOK_ENV = "DRIRL_CHAINED_SETUP_HOOK"
+# Set by the Ray launcher's --drirl.cpu: the workers run OpenRLHF's Ray actors on CPU ranks.
+CPU_WORKER_ENV = "DRIRL_CPU_WORKER"
 
 
 def openrlhf_estimator_registry():
@@ -83,6 +85,14 @@ def _patch_ppo_trainer(module) -> None:
 
     trainer_class.save_logs_and_checkpoints = save_with_advantage_state
     trainer_class.init_checkpoint_states = init_with_advantage_state
+    # @ray.remote copied BasePPOTrainer's methods into PPOTrainer's actor class (Ray's tracing wrappers) when the
+    # module ran, before this patch, so the trainer actor would run the unpatched ones (no estimator state in its
+    # checkpoints): decorate the class again, which wraps the patched methods.
+    actor_class = getattr(module.PPOTrainer, "__ray_actor_class__", None)
+    if actor_class is not None:
+        import ray
+
+        module.PPOTrainer = ray.remote(actor_class)
     module._drirl_installed = True
 
 
@@ -125,14 +135,27 @@ def register() -> None:
         sys.meta_path.insert(0, _PatchAfterImport())
 
 
+def setup_cpu_ray_worker() -> None:
+    """A Ray worker of a cluster without GPUs (``--drirl.cpu``): OpenRLHF's DeepSpeed ranks on CPU (gloo, the CUDA
+    calls OpenRLHF hard-codes redirected) and the weight-sync group beside DeepSpeed's (``gloo_sync_group``)."""
+    from openrlhf_drirl.local.gloo_sync_group import use_standalone_gloo_groups
+    from openrlhf_drirl.training.cpu_deepspeed import use_cpu_for_deepspeed
+
+    use_cpu_for_deepspeed()
+    use_standalone_gloo_groups()
+
+
 def setup_ray_worker(chained_hook=None) -> None:
     """Ray ``worker_process_setup_hook`` set by ``openrlhf_drirl.cli.train_ppo_ray``: ``register()``, import the
-    estimator modules the launcher was given (and the entry points), then run the user's own setup hook, if any (a
-    callable bound by the launcher, or a ``module.function`` name in ``DRIRL_CHAINED_SETUP_HOOK``)."""
+    estimator modules the launcher was given (and the entry points), set up CPU ranks under ``--drirl.cpu``
+    (``setup_cpu_ray_worker``), then run the user's own setup hook, if any (a callable bound by the launcher, or a
+    ``module.function`` name in ``DRIRL_CHAINED_SETUP_HOOK``)."""
     from openrlhf_drirl.advantage.registry import import_estimator_modules
 
     import_estimator_modules(os.environ.get(ESTIMATOR_MODULES_ENV, "").split(","))
     register()
+    if os.environ.get(CPU_WORKER_ENV) == "1":
+        setup_cpu_ray_worker()
     if chained_hook is None and os.environ.get(CHAINED_SETUP_HOOK_ENV):
         module, _, name = os.environ[CHAINED_SETUP_HOOK_ENV].rpartition(".")
         chained_hook = getattr(importlib.import_module(module), name)

@@ -11,8 +11,8 @@ Replaced, and why: only vLLM's ``AsyncLLMEngine`` (no CPU build in CI), by
 through the HF backend), injected in one place: ``use_hf_rollout_engine()``. NCCL (vLLM's PyNccl and CUDA IPC) is not
 used: the gloo path is OpenRLHF's own ``sync_with_ray`` branch.
 
-Not yet run here: ``train()`` itself (DeepSpeed actor/reference groups on CPU, 2 GRPO-S steps, a user estimator,
-resume).
+``train()`` itself (DeepSpeed actor/reference groups on CPU ranks, GRPO-S steps, a user estimator, resume) runs in
+test_train_ppo_ray_cpu_train.py.
 """
 
 import pytest
@@ -51,6 +51,9 @@ class Sender:
     def init(self, world_size, group_name):
         import ray.util.collective as collective
 
+        from openrlhf_drirl.local.gloo_sync_group import use_standalone_gloo_groups
+
+        use_standalone_gloo_groups()  # as the policy's rank 0 under --drirl.cpu (the plugin's worker setup hook)
         collective.init_collective_group(world_size=world_size, rank=0, backend="gloo", group_name=group_name)
 
     def params(self):

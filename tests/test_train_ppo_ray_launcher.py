@@ -416,3 +416,47 @@ def test_entry_point_group_of_an_installed_package_registers_its_estimator(tmp_p
         ADVANTAGE_ESTIMATORS.pop("entry_point_baseline", None)
         sys.modules.pop("ep_estimators", None)
     assert "entry_point_baseline" in capsys.readouterr().out
+
+
+def cpu_command(*extra):
+    """GRPO_S_COMMAND for a cluster without GPUs: no bf16, no colocation; --drirl.cpu supplies the rest."""
+    command = [a for a in GRPO_S_COMMAND if a not in ("--ds.param_dtype", "bf16", "--train.colocate_all")]
+    return command + ["--drirl.cpu", *extra]
+
+
+def test_cpu_flag_sets_the_cpu_defaults_and_a_local_cluster_with_logical_gpus(launch):
+    """``--drirl.cpu``: no vLLM needed (the HF rollout engine), fp32/sdpa/gloo-over-Ray defaults, the workers told to
+    set up CPU ranks, and the local cluster that train() starts gets a logical GPU per model rank and engine."""
+    import openrlhf.trainer.ray.vllm_engine as vllm_engine
+
+    captured = launch(cpu_command())
+    args = captured["args"]
+    assert (args.ds.param_dtype, args.ds.attn_implementation) == ("fp32", "sdpa")
+    assert (args.vllm.sync_backend, args.vllm.sync_with_ray, args.vllm.num_engines) == ("gloo", True, 1)
+    assert captured["ray_init"]["runtime_env"]["env_vars"]["DRIRL_CPU_WORKER"] == "1"
+    assert captured["ray_init"]["num_gpus"] == 3  # actor 1 + ref 1 + engine 1
+    assert getattr(vllm_engine.RolloutRayActor, "__drirl_hf__", False)  # what create_vllm_engines starts
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--vllm.sync_backend", "nccl"], "--drirl.cpu: the weight sync to the HF rollout engine runs over gloo"),
+        (["--vllm.tensor_parallel_size", "2"], "set --vllm.tensor_parallel_size 1"),
+        (["--actor.num_gpus_per_node", "2"], "--drirl.cpu --ds.zero_stage 3 on 2 CPU ranks"),
+        (["--ds.packing_samples"], "need flash-attention"),
+    ],
+)
+def test_bad_cpu_command_lines_exit_with_a_message(monkeypatch, capsys, extra, message):
+    monkeypatch.setattr(sys, "argv", ["train_ppo_ray"] + cpu_command(*extra))
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.main()
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_fp32_is_a_cpu_choice_only(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["train_ppo_ray"] + GRPO_S_COMMAND + ["--ds.param_dtype", "fp32"])
+    with pytest.raises(SystemExit):
+        launcher.main()
+    assert "invalid choice: 'fp32'" in capsys.readouterr().err

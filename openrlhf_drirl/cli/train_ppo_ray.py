@@ -12,7 +12,12 @@ its argument checks and ``train()``. Around it:
 - a registered group estimator is checked as OpenRLHF checks group_norm (n_samples_per_prompt > 1); OpenRLHF already
   drops the critic for every estimator but gae. A registered name that OpenRLHF already offers is refused.
 ``--help`` and argument errors work without vLLM (on a CPU machine set up by tools/setup_cpu_env.sh); training says
-clearly that it needs vLLM.
+clearly that it needs vLLM, except with ``--drirl.cpu``: a Ray cluster without GPUs (a laptop, CI), where OpenRLHF's
+model groups run under DeepSpeed on CPU ranks (gloo) and vLLM's engine is replaced by the HF rollout engine behind
+the engine's interface (``openrlhf_drirl.local.hf_rollout_engine``); the weight sync is OpenRLHF's gloo branch
+(``--vllm.sync_backend gloo --vllm.sync_with_ray``, the defaults there). When ``train()`` starts Ray itself, the local
+cluster gets one logical GPU per model rank and engine (Ray only counts them: OpenRLHF's placement groups ask for
+GPUs).
 """
 
 import argparse
@@ -28,6 +33,7 @@ import ray
 from openrlhf_drirl.advantage import ADVANTAGE_ESTIMATORS, import_estimator_modules
 from openrlhf_drirl.plugin import (
     CHAINED_SETUP_HOOK_ENV,
+    CPU_WORKER_ENV,
     ESTIMATOR_MODULES_ENV,
     openrlhf_estimator_registry,
     register,
@@ -37,6 +43,7 @@ from openrlhf_drirl.plugin import (
 OPENRLHF_MODULE = "openrlhf.cli.train_ppo_ray"
 ESTIMATOR_FLAG = "--algo.advantage.estimator"
 MODULES_FLAG = "--drirl.estimator_modules"
+CPU_FLAG = "--drirl.cpu"
 RAY_WORKER_SETUP_HOOK = "openrlhf_drirl.plugin.setup_ray_worker"
 RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # Ray's: the runtime_env of a `ray job submit` job
 
@@ -46,6 +53,94 @@ def parse_estimator_modules(argv: Sequence[str]) -> List[str]:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument(MODULES_FLAG, dest="modules", default="")
     return [m.strip() for m in parser.parse_known_args(argv)[0].modules.split(",") if m.strip()]
+
+
+def parse_cpu(argv: Sequence[str]) -> bool:
+    """Whether ``--drirl.cpu`` is given, read before OpenRLHF's parser exists (it changes that parser's defaults)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(CPU_FLAG, dest="cpu", action="store_true")
+    return parser.parse_known_args(argv)[0].cpu
+
+
+def _model_ranks(flat_args: argparse.Namespace) -> int:
+    """The GPUs ``train()`` asks for: the model groups it creates and the engines (colocation only needs fewer)."""
+
+    def ranks(group):
+        return getattr(flat_args, f"{group}.num_nodes") * getattr(flat_args, f"{group}.num_gpus_per_node")
+
+    total = ranks("actor") + (getattr(flat_args, "vllm.num_engines") or 0) * getattr(
+        flat_args, "vllm.tensor_parallel_size"
+    )
+    if getattr(flat_args, "algo.kl.init_coef") > 0:
+        total += ranks("ref")
+    if getattr(flat_args, "algo.advantage.estimator") == "gae":
+        total += ranks("critic")
+    if not getattr(flat_args, "reward.remote_url"):
+        total += ranks("reward")
+    return total
+
+
+def add_fp32_param_dtype(parser: argparse.ArgumentParser) -> argparse.Action:
+    """Add "fp32" to ``--ds.param_dtype``'s choices (OpenRLHF offers bf16/fp16; a CPU trains in fp32); returns the
+    flag's action, for a default to be set on it."""
+    dtype = parser._option_string_actions["--ds.param_dtype"]
+    dtype.choices = list(dtype.choices) + ["fp32"]
+    return dtype
+
+
+def configure_cpu_parser(parser: argparse.ArgumentParser, cpu: bool) -> None:
+    """Add ``--drirl.cpu``; with it, the defaults of a cluster without GPUs: fp32 (a CPU has no bf16 speed-up; an
+    added choice, which ``use_cpu_for_deepspeed`` makes OpenRLHF load), sdpa attention (no flash-attn), one HF
+    rollout engine, the gloo weight sync over Ray collective."""
+    parser.add_argument(
+        CPU_FLAG,
+        action="store_true",
+        default=False,
+        help="run on a Ray cluster without GPUs: DeepSpeed on CPU ranks (gloo), the HF rollout engine in place of "
+        "vLLM's; defaults --ds.param_dtype fp32 --ds.attn_implementation sdpa --vllm.num_engines 1 "
+        "--vllm.sync_backend gloo --vllm.sync_with_ray",
+    )
+    if not cpu:
+        return
+    add_fp32_param_dtype(parser)
+    parser.set_defaults(
+        **{
+            "ds.param_dtype": "fp32",
+            "ds.attn_implementation": "sdpa",
+            "vllm.num_engines": 1,
+            "vllm.sync_backend": "gloo",
+            "vllm.sync_with_ray": True,
+        }
+    )
+
+
+def check_cpu_args(parser: argparse.ArgumentParser, flat_args: argparse.Namespace) -> None:
+    """``--drirl.cpu``: refuse what cannot run on CPU ranks, naming the flag to change."""
+
+    def arg(name):
+        return getattr(flat_args, name)
+
+    if arg("vllm.sync_backend") != "gloo" or not arg("vllm.sync_with_ray"):
+        parser.error(
+            f"{CPU_FLAG}: the weight sync to the HF rollout engine runs over gloo through Ray collective: drop "
+            f"--vllm.sync_backend {arg('vllm.sync_backend')} (its default there is gloo with --vllm.sync_with_ray)"
+        )
+    if not arg("vllm.num_engines"):
+        parser.error(f"{CPU_FLAG} generates with the HF rollout engine: set --vllm.num_engines 1 or more")
+    if arg("vllm.tensor_parallel_size") != 1:
+        parser.error(f"{CPU_FLAG}: the HF rollout engine is one process: set --vllm.tensor_parallel_size 1")
+    if arg("ds.packing_samples") or arg("train.dynamic_batch_enable") or arg("ds.ring_attn_size") > 1:
+        parser.error(
+            f"{CPU_FLAG}: --ds.packing_samples, --train.dynamic_batch_enable and --ds.ring_attn_size > 1 need "
+            "flash-attention (a GPU): drop them"
+        )
+    if arg("ds.zero_stage") == 3:
+        for group in ("actor", "ref"):
+            ranks = arg(f"{group}.num_nodes") * arg(f"{group}.num_gpus_per_node")
+            if ranks > 1:
+                from openrlhf_drirl.training.strategy import zero3_on_cpu_ranks_error  # transformers: not at start-up
+
+                parser.error(f"{CPU_FLAG} {zero3_on_cpu_ranks_error(ranks)} (--{group}.num_gpus_per_node)")
 
 
 def exit_with_error(message: str) -> None:
@@ -156,12 +251,19 @@ def _python_path_of(modules: Sequence[str]) -> List[str]:
 
 
 @contextlib.contextmanager
-def openrlhf_with_plugin(estimator_modules: Sequence[str] = (), configure_parser: Optional[Callable] = None):
+def openrlhf_with_plugin(
+    estimator_modules: Sequence[str] = (),
+    configure_parser: Optional[Callable] = None,
+    check_args: Optional[Callable] = None,
+    cpu: bool = False,
+):
     """Within: OpenRLHF's train_ppo_ray parser knows the registered estimators (and is adjusted by
-    ``configure_parser(parser)``, if given), and ``ray.init`` installs the plugin in every worker process (merged into
-    the runtime_env OpenRLHF passes, so its env vars are kept)."""
+    ``configure_parser(parser)`` and checked by ``check_args(parser, flat_args)``, if given), and ``ray.init``
+    installs the plugin in every worker process (merged into the runtime_env OpenRLHF passes, so its env vars are
+    kept). ``cpu``: the workers set up CPU ranks, and a local cluster started here gets logical GPUs."""
     original_parse_args = argparse.ArgumentParser.parse_args
     original_ray_init = ray.init
+    parsed = {}
 
     def parse_args(parser, args=None, namespace=None):
         if ESTIMATOR_FLAG not in parser._option_string_actions:
@@ -171,12 +273,23 @@ def openrlhf_with_plugin(estimator_modules: Sequence[str] = (), configure_parser
             configure_parser(parser)
         flat_args = original_parse_args(parser, args, namespace)
         _check_estimator_args(parser, flat_args, owners, list(sys.argv[1:] if args is None else args))
+        if check_args is not None:
+            check_args(parser, flat_args)
+        parsed["args"] = flat_args
         return flat_args
 
     def ray_init(*args, runtime_env=None, **kwargs):
-        require_vllm()
         runtime_env = dict(runtime_env or {})
         env_vars = dict(runtime_env.get("env_vars") or {})
+        if cpu:
+            env_vars.update({CPU_WORKER_ENV: "1", "DS_ACCELERATOR": "cpu"})
+            if "args" in parsed and not (args or kwargs.get("address") or os.environ.get("RAY_ADDRESS")):
+                # A local cluster: Ray detects no GPU, and OpenRLHF's placement groups would wait for them forever.
+                ranks = _model_ranks(parsed["args"])
+                kwargs.setdefault("num_gpus", ranks)
+                kwargs.setdefault("num_cpus", max(os.cpu_count() or 1, ranks + 1))  # + the PPO trainer's actor
+        else:
+            require_vllm()
         user_hook = runtime_env.pop("worker_process_setup_hook", None) or _job_setup_hook()
         if callable(user_hook):
             # A named function, not functools.partial: Ray exports a callable hook under its __name__.
@@ -265,8 +378,17 @@ def main(argv=None) -> None:
     except ImportError as e:
         exit_with_error(str(e))
     register()
+    cpu = parse_cpu(argv)
+    if cpu:
+        from openrlhf_drirl.local.hf_rollout_engine import use_hf_rollout_engine
+
+        use_hf_rollout_engine()  # in this process: OpenRLHF's train() creates the engines from the driver
     sys.argv = [sys.argv[0]] + argv
-    with openrlhf_with_plugin(modules):
+
+    def configure_parser(parser):
+        configure_cpu_parser(parser, cpu)
+
+    with openrlhf_with_plugin(modules, configure_parser, check_cpu_args if cpu else None, cpu):
         try:
             runpy.run_module(OPENRLHF_MODULE, run_name="__main__", alter_sys=True)
         except ModuleNotFoundError as e:

@@ -2,7 +2,8 @@
 ``RolloutRayActor`` (its ``generate_responses`` through the agent executor, which also requests the reward) with the
 vLLM ``AsyncLLMEngine`` replaced by the generation layer's Hugging Face backend. The weight sync stays OpenRLHF's:
 the actor's ``broadcast_to_vllm`` calls ``init_process_group`` / ``update_weight`` here, over ``ray.util.collective``
-with the gloo backend (``--vllm.sync_backend gloo --vllm.sync_with_ray``), where vLLM's workers would use NCCL.
+with the gloo backend (``--vllm.sync_backend gloo --vllm.sync_with_ray``), where vLLM's workers would use NCCL; the
+group is ``gloo_sync_group.StandaloneGlooGroup`` (Ray's own gloo group cannot live beside DeepSpeed's, see there).
 
 Injected in one place, ``use_hf_rollout_engine()``: OpenRLHF's ``create_vllm_engines`` builds ``RolloutRayActor``
 from its module's globals, so the name is rebound there (placement groups and actor options stay OpenRLHF's).
@@ -44,6 +45,7 @@ class HFRolloutEngine(_rollout_actor_class()):
         self._mm_pad_token_ids = mm_pad_token_ids
         self._params = dict(model.named_parameters())
         self._model_update_group = None
+        self._syncs = 0  # full weight syncs taken (OpenRLHF marks the last parameter with empty_cache)
 
     async def init_process_group(
         self, master_address, master_port, rank_offset, world_size, group_name, backend, use_ray
@@ -53,6 +55,9 @@ class HFRolloutEngine(_rollout_actor_class()):
             raise RuntimeError("the HF rollout engine syncs weights over Ray collective: pass --vllm.sync_with_ray")
         import ray.util.collective as collective
 
+        from openrlhf_drirl.local.gloo_sync_group import use_standalone_gloo_groups
+
+        use_standalone_gloo_groups()  # the policy's rank 0 is a DeepSpeed rank: Ray's own gloo group hangs there
         # One engine, tensor_parallel_size 1: its rank is rank_offset (the actor's rank 0 is the source).
         collective.init_collective_group(
             world_size=world_size, rank=rank_offset, backend=backend, group_name=group_name
@@ -67,6 +72,11 @@ class HFRolloutEngine(_rollout_actor_class()):
         # Names are the HF model's (the actor strips DeepSpeed's "module." prefixes before broadcasting).
         with torch.no_grad():
             self._params[name].copy_(weight.to(self._params[name].dtype))
+        self._syncs += bool(empty_cache)
+
+    def weight_sync_state(self):
+        """(full syncs taken, the model's weights now): what OpenRLHF's ``broadcast_to_vllm`` left here."""
+        return self._syncs, {name: param.detach().clone() for name, param in self._params.items()}
 
     async def update_weight_cuda_ipc(self, name, dtype, shape, ipc_handles, empty_cache=False):
         raise RuntimeError("CUDA IPC weight sync needs GPUs: pass --vllm.sync_backend gloo --vllm.sync_with_ray")

@@ -114,7 +114,8 @@ def _convert_to_torch_dtype_with_fp32(original):
 def one_process_openrlhf(device: str):
     """Within: OpenRLHF's trainer modules use ``LocalRay``; the actors are ``ResponseLogitsActor``s; a one-process
     gloo group exists (OpenRLHF's actors call ``torch.distributed.barrier``); on CPU,
-    ``torch.cuda.current_device()`` answers "cpu" and ``torch.cuda.synchronize()`` does nothing; ``--ds.param_dtype fp32`` loads models in fp32. All undone on exit.
+    ``torch.cuda.current_device()`` answers "cpu" and ``torch.cuda.synchronize()`` does nothing;
+    ``--ds.param_dtype fp32`` loads models in fp32. All undone on exit.
     """
     import importlib
 

@@ -1,9 +1,10 @@
 """OpenRLHF's own ``DeepspeedStrategy`` on CPU ranks: ``use_cpu_for_deepspeed()`` redirects the CUDA calls that
-OpenRLHF hard-codes, and nothing else. Everything else is OpenRLHF's and DeepSpeed's code: ZeRO-2/3 partitioning,
-DeepSpeed's optimizer and scheduler, gradient accumulation and averaging, ``save_checkpoint``/``load_checkpoint``,
-``_consolidated_16bit_state_dict``, the collectives (gloo, from DeepSpeed's CPU accelerator).
+OpenRLHF hard-codes (and lets it load fp32), and nothing else. Everything else is OpenRLHF's and DeepSpeed's code:
+ZeRO-2/3 partitioning, DeepSpeed's optimizer and scheduler, gradient accumulation and averaging,
+``save_checkpoint``/``load_checkpoint``, ``_consolidated_16bit_state_dict``, the collectives (gloo, from DeepSpeed's
+CPU accelerator).
 
-The redirected calls, all in ``openrlhf/utils/deepspeed/deepspeed.py`` (OpenRLHF 0.11.2):
+The redirected calls, in ``openrlhf/utils/deepspeed/deepspeed.py`` (OpenRLHF 0.11.2):
 
 - ``init_device_mesh("cuda", ...)`` in ``DeepspeedStrategy.setup_distributed``: the mesh is built on "cpu" instead
   (gloo groups), by replacing the name ``init_device_mesh`` in that module;
@@ -12,6 +13,10 @@ The redirected calls, all in ``openrlhf/utils/deepspeed/deepspeed.py`` (OpenRLHF
   that formats as "0", for OpenRLHF's replay buffer, which only builds the name f"cuda:{...}" from it);
 - ``torch.cuda.synchronize()`` in ``torch_dist_barrier_and_cuda_sync`` (after ``save_model``, around
   ``save_ckpt``): a no-op, the barrier stays.
+
+And one in ``openrlhf/utils/utils.py``: ``convert_to_torch_dtype`` (which OpenRLHF's ``Actor`` and
+``get_llm_for_sequence_regression`` load models with) also takes "fp32", the dtype a CPU trains in (it knows only
+bf16/fp16); the launchers add "fp32" to ``--ds.param_dtype`` on CPU.
 
 The three ``torch.cuda`` functions are replaced on ``torch.cuda`` itself, so OpenRLHF's other modules that call them
 (the Ray actors: ``ppo_actor``, ``experience_maker``, ...) get the same redirect; that is safe because they only do
@@ -39,6 +44,13 @@ def _cpu_device_mesh(init_device_mesh):
     return init_cpu_device_mesh
 
 
+def _with_fp32(convert_to_torch_dtype):
+    def convert(param_dtype):
+        return torch.float32 if param_dtype == "fp32" else convert_to_torch_dtype(param_dtype)
+
+    return convert
+
+
 def use_cpu_for_deepspeed() -> None:
     """Make OpenRLHF's ``DeepspeedStrategy`` run on CPU ranks (gloo) in this process. Idempotent; call it before
     ``DeepspeedStrategy.setup_distributed`` (in every rank: each Ray actor or torchrun worker)."""
@@ -58,8 +70,11 @@ def use_cpu_for_deepspeed() -> None:
         os.environ["DS_ACCELERATOR"] = "cpu"
 
     import openrlhf.utils.deepspeed.deepspeed as openrlhf_deepspeed
+    import openrlhf.utils.utils as openrlhf_utils
 
     openrlhf_deepspeed.init_device_mesh = _cpu_device_mesh(openrlhf_deepspeed.init_device_mesh)
+    # Module attribute: Actor and get_llm_for_sequence_regression import it inside the function, at each call.
+    openrlhf_utils.convert_to_torch_dtype = _with_fp32(openrlhf_utils.convert_to_torch_dtype)
     torch.cuda.set_device = lambda device: None
     cpu = _CpuDevice("cpu")
     torch.cuda.current_device = lambda: cpu

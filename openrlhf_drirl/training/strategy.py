@@ -26,6 +26,17 @@ METRIC_FILE = "metric.json"  # DeepspeedStrategy.CKPT_METRIC_FILENAME
 LATEST_FILE = "latest"  # as DeepSpeed: the newest tag of a checkpoint folder, read when loading with tag=None
 
 
+def zero3_on_cpu_ranks_error(ranks) -> str:
+    """Why ZeRO-3 is refused on several CPU ranks, and the fix. Measured with DeepSpeed 0.19.6 + transformers 5.15 on
+    gloo: in about 1 of 3 runs, loading the checkpoint into ZeRO-3 partitions (GatheredParameters, modifier_rank=0)
+    leaves some weights as uninitialised memory (1e38 or NaN) on every rank, so training silently starts from a
+    corrupted model. One rank is unaffected."""
+    return (
+        f"--ds.zero_stage 3 on {ranks} CPU ranks loads corrupted weights (DeepSpeed's ZeRO-3 load on gloo): use "
+        "--ds.zero_stage 2 (or 1), or ZeRO-3 on one rank or on GPUs"
+    )
+
+
 def get_training_strategy(args):
     """OpenRLHF's ``DeepspeedStrategy``, on GPU ranks when CUDA is available, else (or with ``--train.cpu``) on CPU
     ranks (gloo, through ``use_cpu_for_deepspeed``). The one place that looks at the device: everything after it goes
@@ -38,13 +49,7 @@ def get_training_strategy(args):
 
     cpu = getattr(args.train, "cpu", False) or not torch.cuda.is_available()
     if cpu and getattr(args.ds, "zero_stage", 0) == 3 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Measured with DeepSpeed 0.19.6 + transformers 5.15 on gloo: in about 1 of 3 runs, loading the checkpoint
-        # into ZeRO-3 partitions (GatheredParameters, modifier_rank=0) leaves some weights as uninitialised memory
-        # (1e38 or NaN) on every rank, so training silently starts from a corrupted model. One rank is unaffected.
-        raise ValueError(
-            f"--ds.zero_stage 3 on {os.environ['WORLD_SIZE']} CPU ranks loads corrupted weights (DeepSpeed's ZeRO-3 "
-            "load on gloo): use --ds.zero_stage 2 (or 1), or ZeRO-3 on one rank or on GPUs"
-        )
+        raise ValueError(zero3_on_cpu_ranks_error(os.environ["WORLD_SIZE"]))
     if cpu:
         from openrlhf_drirl.training.cpu_deepspeed import use_cpu_for_deepspeed
 
