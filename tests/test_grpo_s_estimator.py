@@ -230,7 +230,10 @@ def test_non_finite_inputs_are_refused(rewards, similarity, gaps, message):
         run("grpo_s", rewards, [label("insult")] * 4, {"drirl_similarity": similarity, "drirl_reward_gap": gaps}, 2)
 
 
-@pytest.mark.parametrize("flag,value", [("hardness_terms", "neither"), ("reference", "epoch"), ("ema_decay", 1.0)])
+@pytest.mark.parametrize(
+    "flag,value",
+    [("hardness_terms", "neither"), ("reference", "epoch"), ("ema_decay", 1.0), ("alpha_exponent", 0.0)],
+)
 def test_bad_options_name_the_flag(flag, value):
     with pytest.raises(ValueError, match=f"--drirl.{flag}"):
         run(
@@ -254,6 +257,30 @@ def test_group_reference_and_clip():
         d = [1 - similarity[g], 1 - similarity[g + 1]]
         expected += [min(max(sigmoid(x) / sigmoid(sum(d) / 2), 0.95), 1.05) * z[g + k] for k, x in enumerate(d)]
     assert last_token_advantage(experiences) == pytest.approx(expected, abs=1e-6)
+
+
+def test_alpha_exponent_raises_the_product_before_the_clip():
+    n, rewards = 2, [1.0, 0.0, 0.0, 1.0]
+    similarity = [0.9, 0.5, 0.7, 0.1]
+    info = {"drirl_similarity": similarity, "drirl_reward_gap": [0.0] * 4}
+    _, plain = run("grpo_s", rewards, [label("insult")] * 4, info, n, reference="group")
+    _, sharp = run("grpo_s", rewards, [label("insult")] * 4, info, n, reference="group", alpha_exponent=10.0)
+    _, clipped = run(
+        "grpo_s",
+        rewards,
+        [label("insult")] * 4,
+        info,
+        n,
+        reference="group",
+        alpha_exponent=10.0,
+        alpha_clip=[0.5, 1.5],
+    )
+    z = group_norm_reference(rewards, n)
+    alpha = [a / zi for a, zi in zip(last_token_advantage(plain), z)]
+    assert max(abs(a - 1) for a in alpha) > 0.05  # the exponent has something to sharpen
+    assert last_token_advantage(sharp) == pytest.approx([a**10 * zi for a, zi in zip(alpha, z)], abs=1e-6)
+    expected = [min(max(a**10, 0.5), 1.5) * zi for a, zi in zip(alpha, z)]
+    assert last_token_advantage(clipped) == pytest.approx(expected, abs=1e-6)
 
 
 def test_ema_reference_updates_state_across_batches():

@@ -1,6 +1,7 @@
-"""Advantage estimators for OpenRLHF: a name registry and GRPO-S (importing this package registers GRPO-S)."""
+"""Advantage estimators for OpenRLHF: a name registry, GRPO-S and a negative control (importing this package registers
+both)."""
 
-from openrlhf_drirl.advantage import grpo_s  # noqa: F401  (registers "grpo_s")
+from openrlhf_drirl.advantage import controls, grpo_s  # noqa: F401  (register "grpo_shuffled_control", "grpo_s")
 from openrlhf_drirl.advantage.registry import (
     ADVANTAGE_ESTIMATORS,
     ENTRY_POINT_GROUP,
