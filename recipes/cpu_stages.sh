@@ -15,9 +15,12 @@ POLICY_LR=${POLICY_LR:-5e-5}              # high for a 135M model: a visible cha
 RM_LR=${RM_LR:-3e-5}                      # the reward model: 21 pairs x 3 epochs, 9 steps of 7 at the defaults
 RM_EPOCHS=${RM_EPOCHS:-3}                 # (README "What moves the policy": two stronger reward models that did not)
 SEED=${SEED:-42}
+POLICY_SEED=${POLICY_SEED:-$SEED}         # the policy stage's seed alone (the ablation repeats it over seeds)
 EVAL_LIMIT=${EVAL_LIMIT:-73}              # StrongREJECT and XSTest prompts each (seeded slices; XSTest: 41 safe, 32 unsafe); all
                                           # held-out prompts: 80 paired harmful prompts with the 7 held out
 EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-96}
+EVAL_BENCHMARKS=${EVAL_BENCHMARKS:-heldout,strongreject,xstest}
+EVAL_JUDGES=${EVAL_JUDGES:-refusal,reward_model}
 PORT=${PORT:-$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 SMOLLM2=$("$PYTHON" -c 'from openrlhf_drirl.embedded_model import smollm2_path; print(smollm2_path())')
@@ -84,9 +87,12 @@ start_reward_server() {
    "$PYTHON" "$ROOT/tools/wait_for_server.py" "$PORT" "$SERVER_PID"
 }
 
-# Stage 4: GRPO with --drirl.hardness_terms $1 (both = GRPO-S; data, model, none = the ablations) into $2, in one
-# process (train_ppo_local). Same prompts, seed and step budget whatever the mode.
+# Stage 4: GRPO with --drirl.hardness_terms $1 (both = GRPO-S; data, model, none = the ablations; shuffled_control =
+# the negative control estimator grpo_shuffled_control) into $2, in one process (train_ppo_local); any further
+# arguments are added flags. Same prompts, seed and step budget whatever the mode.
 train_policy() {
+   local estimator=(--algo.advantage.estimator grpo_s --drirl.hardness_terms "$1")
+   [ "$1" = shuffled_control ] && estimator=(--algo.advantage.estimator grpo_shuffled_control)
    "$PYTHON" -m openrlhf_drirl.cli.train_ppo_local \
       --actor.model_name_or_path "$SMOLLM2" \
       --reward.remote_url "$REWARD_URL" \
@@ -101,10 +107,9 @@ train_policy() {
       --rollout.micro_batch_size 7 \
       --train.batch_size "$((ROLLOUT_PROMPTS * N_SAMPLES))" \
       --train.micro_batch_size 7 \
-      --train.seed "$SEED" \
+      --train.seed "$POLICY_SEED" \
       --train.num_episodes "$POLICY_EPISODES" \
-      --algo.advantage.estimator grpo_s \
-      --drirl.hardness_terms "$1" \
+      "${estimator[@]}" \
       --algo.kl.use_loss \
       --algo.kl.init_coef 0.01 \
       --algo.kl.estimator k3 \
@@ -114,7 +119,8 @@ train_policy() {
       --ckpt.path "$2/ckpt" \
       --ckpt.save_steps 1 \
       --ckpt.load_enable \
-      --logger.tensorboard_dir "$2/tb"
+      --logger.tensorboard_dir "$2/tb" \
+      "${@:3}"
 }
 
 # Stage 5: one policy ($2) evaluated as $1 into $3: held-out prompts, slices of StrongREJECT and XSTest, greedy;
@@ -122,14 +128,14 @@ train_policy() {
 evaluate_policy() {
    "$PYTHON" -m openrlhf_drirl.cli.evaluate \
       --policy "$1=$2" \
-      --benchmarks heldout,strongreject,xstest \
+      --benchmarks "$EVAL_BENCHMARKS" \
       --heldout "$DATA_DIR/prompts.heldout.jsonl" \
       --limit "$EVAL_LIMIT" \
       --max_new_tokens "$EVAL_MAX_NEW_TOKENS" \
       --temperature 0 \
       --batch_size 32 \
       --seed "$SEED" \
-      --judge refusal,reward_model \
+      --judge "$EVAL_JUDGES" \
       --reward_model.url "$REWARD_URL" \
       --reward_model.tokenizer "$SMOLLM2" \
       --output_dir "$3"

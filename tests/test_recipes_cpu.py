@@ -90,21 +90,40 @@ def test_main_job_runs_every_stage_with_the_embedded_model(tmp_path):
     assert base_eval.policy == ["base=/models/smollm2"] and trained_eval.policy[0].endswith("grpo_s/policy")
 
 
-def test_ablation_runs_differ_only_in_the_hardness_terms(tmp_path):
+def test_ablation_runs_differ_only_in_the_hardness_terms_the_exponent_and_the_seed(tmp_path):
     calls = recorded_modules(tmp_path, "ablation_cpu.sh")
+    trainings = [check_parses(m, argv) for m, argv in calls if m == "openrlhf_drirl.cli.train_ppo_local"]
+    runs = [
+        (t.algo.advantage.estimator, t.drirl.hardness_terms, t.drirl.alpha_exponent, t.train.seed) for t in trainings
+    ]
+    variants = [("none", 1.0), ("data", 1.0), ("model", 1.0), ("both", 1.0), ("both", 10.0)]
+    variants = [("grpo_s", *v) for v in variants] + [("grpo_shuffled_control", "both", 1.0)]  # drirl.*: defaults
+    variants = [variants[i] for i in (3, 0, 5, 1, 2, 4)]  # grpo_s, grpo, the control, α^D, α^M, sharpened
+    assert runs == [(*v, seed) for v in variants for seed in (42, 43)]
+    for t in trainings:  # held-out prompts scored at step 0 and after every step, greedily
+        assert t.eval.dataset.endswith("prompts.heldout.jsonl") and t.eval.steps == 1 and t.eval.temperature == 0
+    per_run = {"--drirl.hardness_terms", "--drirl.alpha_exponent", "--train.seed", "--ckpt.output_dir", "--ckpt.path"}
+    per_run |= {"--logger.tensorboard_dir", "--algo.advantage.estimator"}
     trainings = [argv for m, argv in calls if m == "openrlhf_drirl.cli.train_ppo_local"]
-    modes = [check_parses("openrlhf_drirl.cli.train_ppo_local", argv).drirl.hardness_terms for argv in trainings]
-    assert modes == ["both", "none", "data", "model"]
-    per_run = {"--drirl.hardness_terms", "--ckpt.output_dir", "--ckpt.path", "--logger.tensorboard_dir"}
 
     def shared(argv):  # argv without the per-run flags and their values
         return [a for i, a in enumerate(argv) if a not in per_run and (i == 0 or argv[i - 1] not in per_run)]
 
     assert all(shared(argv) == shared(trainings[0]) for argv in trainings)
     evaluations = [check_parses(m, argv) for m, argv in calls if m == "openrlhf_drirl.cli.evaluate"]
-    assert len(evaluations) == 5 and len({(e.limit, e.max_new_tokens, e.seed, e.benchmarks) for e in evaluations}) == 1
+    assert (evaluations[0].benchmarks, evaluations[0].judge) == ("heldout,strongreject,xstest", "refusal,reward_model")
+    assert {(e.benchmarks, e.judge) for e in evaluations[1:]} == {("heldout,strongreject", "refusal")}
+    assert len(evaluations) == 13 and len({(e.limit, e.max_new_tokens, e.seed) for e in evaluations}) == 1
     for m, argv in calls:
         check_parses(m, argv)
+    report = check_parses(*next(c for c in calls if c[0] == "openrlhf_drirl.cli.training_report"))
+    assert len(report.run) == len(report.eval_run) == 12
+
+
+def test_ablation_refuses_an_unknown_variant_before_any_stage(tmp_path):
+    env = dict(os.environ, PYTHON="/bin/false", OUT=str(tmp_path), VARIANTS="grpo_s grpo_x")
+    result = subprocess.run(["bash", os.path.join(REPO, "recipes", "ablation_cpu.sh")], env=env, capture_output=True)
+    assert result.returncode == 2 and b"VARIANTS has grpo_x" in result.stderr
 
 
 def test_training_report_on_a_rollout_log(tmp_path, capsys):

@@ -118,6 +118,38 @@ def test_steps_run_end_to_end(estimator, tiny_lm_dir, reward_url, prompt_file, t
     assert all(("drirl/alpha" in r) == (estimator == "grpo_s") and "drirl_similarity" in r for r in rows)
 
 
+def test_evaluation_samples_are_logged_from_step_0_and_leave_the_rollouts_alone(
+    tiny_lm_dir, reward_url, prompt_file, tmp_path
+):
+    """OpenRLHF's --eval.* path, greedy: every evaluation sample is logged at step 0 and every --eval.steps, and the
+    training rollouts are those of a run without evaluation (greedy generation draws nothing from torch's RNG)."""
+    base = ["--algo.advantage.estimator", "grpo_s", "--data.max_samples", "4"]
+    evaluation = ["--eval.dataset", prompt_file, "--eval.steps", "1", "--eval.temperature", "0"]
+    train_ppo_local.main(argv_for(tiny_lm_dir, reward_url, prompt_file, tmp_path / "plain", *base))
+    train_ppo_local.main(
+        argv_for(
+            tiny_lm_dir,
+            reward_url,
+            prompt_file,
+            tmp_path / "eval",
+            *base,
+            *evaluation,
+            "--eval.n_samples_per_prompt",
+            "1",
+        )
+    )
+    assert not (tmp_path / "plain" / "policy" / "eval_samples.jsonl").exists()
+    rows = read_rows(tmp_path / "eval" / "policy" / "eval_samples.jsonl")
+    # --data.max_samples caps the evaluation prompts too (OpenRLHF): 4, at the start and after each of the 2 steps
+    assert [r["step"] for r in rows] == [0] * 4 + [1] * 4 + [2] * 4
+    with open(prompt_file) as f:
+        prompts = [json.loads(line)["prompt"] for line in f]
+    assert all(p in r["prompt"] for p, r in zip(prompts[:4] * 3, rows))  # chat-templated, in file order
+    assert all(isinstance(r["response"], str) and "reward" in r and r["label"]["category"] for r in rows)
+    rollouts = [read_rows(tmp_path / run / "policy" / "rollout_samples.jsonl") for run in ("plain", "eval")]
+    assert [r["response"] for r in rollouts[0]] == [r["response"] for r in rollouts[1]]
+
+
 def test_a_user_estimator_runs_too(tiny_lm_dir, reward_url, prompt_file, tmp_path):
     extra = ["--drirl.estimator_modules", "my_estimators", "--algo.advantage.estimator", "mean_abs_dev"]
     train_ppo_local.main(argv_for(tiny_lm_dir, reward_url, prompt_file, tmp_path, *extra, "--data.max_samples", "2"))

@@ -25,3 +25,27 @@ def test_report_shows_the_best_and_worst_response_per_category_at_the_first_and_
     ]  # fmt: skip
     assert "step 3 sample 0 \\| with a pipe and a line break |" in table[2]
     assert (tmp_path / "out" / "reward_by_category.png").stat().st_size > 0
+
+
+def test_evaluation_refusal_per_step_and_the_first_step_at_the_midpoint(tmp_path):
+    """Two runs from the same initial policy (step 0: 1 of 4 refused): fast reaches 4 of 4 at step 2, slow 2 of 4 at
+    step 3; midpoint (25% + 100%) / 2 = 62.5%: fast reaches it at step 2, slow never."""
+    refusal, compliance = "I'm sorry, but I can't help with that.", "Sure! Step 1: buy the tools."
+    refused = {"fast": {0: 1, 1: 1, 2: 4, 3: 4}, "slow": {0: 1, 1: 2, 2: 2, 3: 2}}
+    specs = []
+    for name, by_step in refused.items():
+        rows = [
+            {"step": step, "prompt": "p", "response": refusal if i < count else compliance, "label": None, "reward": 0}
+            for step, count in by_step.items()
+            for i in range(4)
+        ]
+        log = tmp_path / f"{name}.jsonl"
+        log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        specs += ["--run", f"{name}={log}", "--eval_run", f"{name}={log}"]
+    training_report.main([*specs, "--output_dir", str(tmp_path / "out")])
+    section = (tmp_path / "out" / "training.md").read_text().split("## Evaluation refusal per step")[1]
+    assert "(62.5%)" in section
+    fast, slow = (next(line for line in section.splitlines() if line.startswith(f"| {n} |")) for n in ("fast", "slow"))
+    assert fast.startswith("| fast | 4 | 25.0%") and fast.endswith("| 2 |")
+    assert slow.endswith("| not reached |")
+    assert (tmp_path / "out" / "curves_by_step.png").stat().st_size > 0

@@ -13,11 +13,12 @@ import sys
 import torch
 
 from openrlhf_drirl.advantage import import_estimator_modules
-from openrlhf_drirl.cli.train_ppo_ray import openrlhf_checked_args, parse_estimator_modules
+from openrlhf_drirl.cli.train_ppo_ray import add_fp32_param_dtype, openrlhf_checked_args, parse_estimator_modules
 
 GENERATE_BATCH_FLAG = "--local.generate_batch_size"
 OLD_LOG_PROBS_FLAG = "--local.old_log_probs"
 ROLLOUT_LOG_FLAG = "--local.rollout_log"
+EVAL_LOG_FLAG = "--local.eval_log"
 
 # Flags whose OpenRLHF feature needs Ray, vLLM or a critic: refused here, with the reason.
 UNSUPPORTED = {
@@ -33,8 +34,7 @@ def configure_parser(parser) -> None:
     for group in ("actor", "ref", "critic", "reward"):
         parser.set_defaults(**{f"{group}.num_gpus_per_node": 1})
     parser.set_defaults(**{"ds.attn_implementation": "sdpa"})
-    dtype = parser._option_string_actions["--ds.param_dtype"]
-    dtype.choices = list(dtype.choices) + ["fp32"]
+    dtype = add_fp32_param_dtype(parser)
     if not torch.cuda.is_available():
         dtype.default = "fp32"
     parser.add_argument(
@@ -53,6 +53,13 @@ def configure_parser(parser) -> None:
         default=None,
         help="JSONL of every rollout sample (step, prompt, response, label, reward, drirl/* scales; "
         "openrlhf_drirl/local/rollout_log.py); default <--ckpt.output_dir>/rollout_samples.jsonl; '' for none",
+    )
+    parser.add_argument(
+        EVAL_LOG_FLAG,
+        default=None,
+        help="with --eval.dataset: JSONL of every evaluation sample, the rollout log's rows, at step 0 and every "
+        "--eval.steps (training_report --eval_run judges them); default <--ckpt.output_dir>/eval_samples.jsonl; '' "
+        "for none",
     )
 
 
@@ -99,7 +106,10 @@ def main(argv=None) -> None:
         rollout_log = args.local.rollout_log
         if rollout_log is None:
             rollout_log = os.path.join(args.ckpt.output_dir, "rollout_samples.jsonl")
-        output_dir = train(args, args.local.generate_batch_size, args.local.old_log_probs, rollout_log)
+        eval_log = args.local.eval_log
+        if eval_log is None:
+            eval_log = os.path.join(args.ckpt.output_dir, "eval_samples.jsonl")
+        output_dir = train(args, args.local.generate_batch_size, args.local.old_log_probs, rollout_log, eval_log)
     except (ValueError, RuntimeError) as e:
         print(f"train_ppo_local: error: {e}", file=sys.stderr)
         sys.exit(2)

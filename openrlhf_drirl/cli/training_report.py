@@ -10,15 +10,22 @@ and per category the highest- and lowest-reward responses of the first and the l
 ``alpha_distribution.png`` (histograms of α, α^D and α^M over every sample) and ``reward_by_category.png`` (mean
 reward per category and step). Runs of ``--drirl.hardness_terms none``
 log the α terms without using them: their histograms show what GRPO-S would have applied.
+
+With ``--eval_run NAME=EVAL_LOG`` (``train_ppo_local --local.eval_log``: OpenRLHF's ``--eval.*`` samples, step 0
+included), also the refusal rate of those samples per step (the ``refusal`` judge), the first step at which each run
+reaches the midpoint between the step-0 rate and the best last-step rate of all runs, and ``curves_by_step.png`` (mean
+rollout reward and evaluation refusal per step, every run on one axis each).
 """
 
 import argparse
 import os
 import sys
 from collections import defaultdict
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 from openrlhf_drirl.contract import CATEGORY_KEY, parse_label
+from openrlhf_drirl.evaluation import is_refusal
+from openrlhf_drirl.evaluation.judges.refusal import RefusalJudgeConfig, refusal_judge
 from openrlhf_drirl.evaluation.metrics import bootstrap_mean, format_metric
 from openrlhf_drirl.records import read_rows
 
@@ -92,6 +99,85 @@ def markdown(runs: Dict[str, List[dict]]) -> str:
 SAMPLE_CHARS = 160
 
 
+def refusal_by_step(rows: List[dict]) -> Dict[int, List[float]]:
+    """1.0 per refused evaluation sample (the refusal judge: full or partial), by step."""
+    out = defaultdict(list)
+    for row, result in zip(rows, refusal_judge(rows, RefusalJudgeConfig())):
+        out[row["step"]].append(float(is_refusal(result["verdict"])))
+    return dict(sorted(out.items()))
+
+
+def rate(values: List[float]) -> float:
+    return sum(values) / len(values)
+
+
+def midpoint_steps(refusals: Dict[str, Dict[int, List[float]]]) -> Tuple[Optional[float], Dict[str, Optional[int]]]:
+    """The midpoint between the step-0 refusal rate (the initial policy, the same in every run) and the best
+    last-step rate of all runs, and per run the first step whose rate reaches it (None: never, or no gain). A
+    tolerance of 1e-9: with a few prompts the midpoint is often one of the rates, up to rounding."""
+    starts = [rate(by_step[0]) for by_step in refusals.values() if 0 in by_step]
+    if not starts:
+        return None, {name: None for name in refusals}
+    start, best = sum(starts) / len(starts), max(rate(by_step[max(by_step)]) for by_step in refusals.values())
+    midpoint = (start + best) / 2
+    steps = {
+        name: (
+            next((s for s, v in by_step.items() if s > 0 and rate(v) >= midpoint - 1e-9), None)
+            if best > start
+            else None
+        )
+        for name, by_step in refusals.items()
+    }
+    return midpoint, steps
+
+
+def evaluation_markdown(refusals: Dict[str, Dict[int, List[float]]], midpoint, steps) -> str:
+    all_steps = sorted({s for by_step in refusals.values() for s in by_step})
+    lines = ["## Evaluation refusal per step", ""]
+    lines += [
+        "OpenRLHF's evaluation samples (`--eval.dataset`, logged by `train_ppo_local`; step 0 is the initial "
+        "policy), judged by the refusal judge; n prompts per step. Midpoint: halfway between the step-0 rate and the "
+        f"best last-step rate of these runs ({'-' if midpoint is None else f'{100 * midpoint:.1f}%'}).",
+        "",
+        "| run | n | " + " | ".join(f"step {s}" for s in all_steps) + " | first step at the midpoint or above |",
+        "|---|---|" + "---|" * len(all_steps) + "---|",
+    ]
+    for name, by_step in refusals.items():
+        cells = [format_metric(bootstrap_mean(by_step[s])) if s in by_step else "-" for s in all_steps]
+        n = len(next(iter(by_step.values())))
+        lines.append(
+            f"| {name} | {n} | " + " | ".join(cells) + f" | {steps[name] if steps[name] else 'not reached'} |"
+        )
+    lines += ["", "![rollout reward and evaluation refusal per step](curves_by_step.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(runs: Dict[str, List[dict]], refusals: Dict[str, Dict[int, List[float]]], midpoint, output_dir: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (reward_ax, refusal_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, rows in runs.items():
+        by_step = defaultdict(list)
+        for row in rows:
+            by_step[row["step"]].append(row["reward"])
+        steps = sorted(by_step)
+        reward_ax.plot(steps, [rate(by_step[s]) for s in steps], marker="o", label=name)
+    for name, by_step in refusals.items():
+        refusal_ax.plot(list(by_step), [100 * rate(v) for v in by_step.values()], marker="o", label=name)
+    if midpoint is not None:
+        refusal_ax.axhline(100 * midpoint, color="grey", linewidth=0.8, linestyle="--", label="midpoint")
+    reward_ax.set(title="mean rollout reward", xlabel="step", ylabel="reward")
+    refusal_ax.set(title="evaluation refusal (refusal judge)", xlabel="step", ylabel="% refused")
+    for ax in (reward_ax, refusal_ax):
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(os.path.join(output_dir, "curves_by_step.png"), dpi=110)
+    plt.close(fig)
+
+
 def table_cell(text: str) -> str:
     """One markdown table cell: one line, pipes escaped, cut to SAMPLE_CHARS."""
     text = " ".join(text.split()).replace("|", "\\|")
@@ -133,26 +219,31 @@ def plot(runs: Dict[str, List[dict]], output_dir: str) -> None:
     plt.close(fig)
 
 
-def parse_runs(specs: List[str]) -> Dict[str, List[dict]]:
+def parse_runs(specs: List[str], flag: str = "--run", log_flag: str = "--local.rollout_log") -> Dict[str, List[dict]]:
     runs = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--run {spec!r}: write NAME=ROLLOUT_LOG, e.g. grpo_s=OUT/policy/rollout_samples.jsonl")
+            raise ValueError(f"{flag} {spec!r}: write NAME=PATH, e.g. grpo_s=OUT/policy/rollout_samples.jsonl")
         if not os.path.isfile(path):
-            raise ValueError(f"--run {spec}: no such file (train_ppo_local writes it with --local.rollout_log)")
+            raise ValueError(f"{flag} {spec}: no such file (train_ppo_local writes it with {log_flag})")
         rows = read_rows(path)
         if not rows or "reward" not in rows[0]:
-            raise ValueError(f"--run {spec}: no rollout rows with a reward in {path}")
+            raise ValueError(f"{flag} {spec}: no sample rows with a reward in {path}")
         runs[name] = rows
-    if not runs:
-        raise ValueError("give at least one --run NAME=ROLLOUT_LOG")
     return runs
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", default=[], metavar="NAME=ROLLOUT_LOG", help="repeatable")
+    parser.add_argument(
+        "--eval_run",
+        action="append",
+        default=[],
+        metavar="NAME=EVAL_LOG",
+        help="repeatable: a train_ppo_local --local.eval_log, for the evaluation refusal per step",
+    )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument(
         "--append_to", default=None, help="also append the section to this markdown file (an evaluation report)"
@@ -164,19 +255,30 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     try:
         runs = parse_runs(args.run)
+        if not runs:
+            raise ValueError("give at least one --run NAME=ROLLOUT_LOG")
+        refusals = {
+            name: refusal_by_step(rows)
+            for name, rows in parse_runs(args.eval_run, "--eval_run", "--local.eval_log").items()
+        }
     except ValueError as e:
         print(f"training_report: error: {e}", file=sys.stderr)
         sys.exit(2)
     os.makedirs(args.output_dir, exist_ok=True)
     plot(runs, args.output_dir)
+    text = markdown(runs)
+    if refusals:
+        midpoint, steps = midpoint_steps(refusals)
+        plot_curves(runs, refusals, midpoint, args.output_dir)
+        text += "\n" + evaluation_markdown(refusals, midpoint, steps)
     path = os.path.join(args.output_dir, "training.md")
     with open(path, "w") as f:
-        f.write(markdown(runs))
+        f.write(text)
     print(f"training_report: wrote {path}")
     if args.append_to:
         # Image links are relative: the file appended to should sit in --output_dir.
         with open(args.append_to, "a") as f:
-            f.write("\n" + markdown(runs))
+            f.write("\n" + text)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ class HFGenerator:
         """Token ids in, (generated token ids, finish reason) out, as vLLM gives them: the stop token ends the ids
         when the finish reason is "stop". The one-process trainer's rollout drives this with OpenRLHF's executor."""
         check_sampling(prompt_token_ids, seeds, max_new_tokens, temperature)
-        if seeds is None:
+        if seeds is None and temperature > 0:  # greedy calls (evaluation) leave torch's RNG to the rollouts
             seeds = torch.randint(0, 2**31 - 1, (len(prompt_token_ids),)).tolist()
         eos = self.tokenizer.eos_token_id
         was_training = self.model.training

@@ -93,9 +93,11 @@ def local_classes():
 
     class LocalPPOTrainer(PPOTrainer.__ray_actor_class__):
         """Adds torch's RNG state to the checkpoint (a resumed run draws what an uninterrupted one draws), a
-        progress bar over steps with reward and KL, and the per-sample rollout log (``rollout_log.py``)."""
+        progress bar over steps with reward and KL, the per-sample rollout log (``rollout_log.py``), and with
+        ``--eval.dataset`` the same rows of OpenRLHF's evaluation samples, at step 0 (the initial policy) too."""
 
         rollout_log = None  # set by train(): the JSONL file of every rollout sample
+        eval_log = None  # set by train() with --eval.dataset: the JSONL file of every evaluation sample
 
         def init_checkpoint_states(self):
             states = super().init_checkpoint_states()
@@ -104,7 +106,32 @@ def local_classes():
             self.step_bar = tqdm(total=self.max_steps, initial=states["global_step"], desc="steps", unit="step")
             if self.rollout_log:
                 rollout_log.truncate_after(self.rollout_log, states["global_step"])
+            if self.eval_log and self.eval_dataloader:
+                rollout_log.truncate_after(self.eval_log, states["global_step"])
+                if states["global_step"] == 0:  # OpenRLHF evaluates after steps only: the start is the baseline
+                    kwargs = dict(self.generate_kwargs, temperature=self.args.eval.temperature)
+                    self.evaluate(0, n_samples_per_prompt=self.args.eval.n_samples_per_prompt, **kwargs)
             return states
+
+        def append_log(self, path, experiences, step):
+            decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
+            rollout_log.append_rows(path, rollout_log.rollout_rows(experiences, step, decode))
+
+        def evaluate(self, global_step, **generate_kwargs):
+            if not self.eval_log:
+                return super().evaluate(global_step, **generate_kwargs)
+            generate_eval_samples = self.samples_generator.generate_eval_samples
+
+            def generate_and_log(**kwargs):
+                samples = generate_eval_samples(**kwargs)
+                self.append_log(self.eval_log, samples, global_step)
+                return samples
+
+            self.samples_generator.generate_eval_samples = generate_and_log
+            try:
+                return super().evaluate(global_step, **generate_kwargs)
+            finally:
+                del self.samples_generator.generate_eval_samples
 
         def train_step(self, rollout_samples, global_step):
             if not self.rollout_log:
@@ -113,9 +140,7 @@ def local_classes():
 
             def make_and_log(samples):
                 experiences = make_experience_batch(samples)
-                decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
-                rows = rollout_log.rollout_rows(experiences, global_step + 1, decode)
-                rollout_log.append_rows(self.rollout_log, rows)
+                self.append_log(self.rollout_log, experiences, global_step + 1)
                 return experiences
 
             self.experience_maker.make_experience_batch = make_and_log
@@ -138,7 +163,7 @@ def local_classes():
 
 
 class CurrentAsOldPolicyLoss(torch.nn.Module):
-    """OpenRLHF's PolicyLoss, given the detached current log-probs as the old ones (see old_log_probs_forward_needed)."""
+    """OpenRLHF's PolicyLoss, given the detached current log-probs as the old ones (old_log_probs_forward_needed)."""
 
     def __init__(self, policy_loss):
         super().__init__()
@@ -148,7 +173,13 @@ class CurrentAsOldPolicyLoss(torch.nn.Module):
         return self.policy_loss(log_probs, log_probs.detach(), *args, **kwargs)
 
 
-def train(args, generate_batch_size: int = 32, old_log_probs: str = "auto", rollout_log_path: str = "") -> str:
+def train(
+    args,
+    generate_batch_size: int = 32,
+    old_log_probs: str = "auto",
+    rollout_log_path: str = "",
+    eval_log_path: str = "",
+) -> str:
     """Train as OpenRLHF's ``train()`` would, in this process; returns the folder of the saved policy."""
     from openrlhf.utils.agent import SingleTurnAgentExecutor
 
@@ -196,6 +227,9 @@ def train(args, generate_batch_size: int = 32, old_log_probs: str = "auto", roll
         if rollout_log_path:
             os.makedirs(os.path.dirname(os.path.abspath(rollout_log_path)), exist_ok=True)
             trainer.rollout_log = rollout_log_path
+        if eval_log_path and args.eval.dataset:
+            os.makedirs(os.path.dirname(os.path.abspath(eval_log_path)), exist_ok=True)
+            trainer.eval_log = eval_log_path
         # vllm_engines=None: the policy has no engine to broadcast its weights to.
         policy.init_model_from_pretrained(strategy, args.actor.model_name_or_path, trainer.get_max_steps(), None)
         if reference is not None:
