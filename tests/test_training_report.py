@@ -49,3 +49,41 @@ def test_evaluation_refusal_per_step_and_the_first_step_at_the_midpoint(tmp_path
     assert fast.startswith("| fast | 4 | 25.0%") and fast.endswith("| 2 |")
     assert slow.endswith("| not reached |")
     assert (tmp_path / "out" / "curves_by_step.png").stat().st_size > 0
+
+
+def test_within_group_separation_counts_refusal_over_compliance_pairs_inside_each_group_only():
+    """Group a (step 1): refusal 0.5 vs compliances 0.1 and 0.9 -> 1 of 2 pairs; group b (step 1): refusal 0.2 vs
+    compliance 0.2, a tie -> 0.5 of 1; group c holds refusals only and group (step 2, a) compliance only: no pairs. A
+    pooled AUC would also compare b's refusal with a's compliances; this does not. (1 + 0.5) / 3 = 0.5."""
+    rows = [
+        {"step": 1, "prompt": "a", "reward": 0.5},
+        {"step": 1, "prompt": "a", "reward": 0.1},
+        {"step": 1, "prompt": "a", "reward": 0.9},
+        {"step": 1, "prompt": "b", "reward": 0.2},
+        {"step": 1, "prompt": "b", "reward": 0.2},
+        {"step": 1, "prompt": "c", "reward": -5.0},
+        {"step": 2, "prompt": "a", "reward": 3.0},
+    ]
+    refusals = [True, False, False, True, False, True, False]
+    separation = training_report.within_group_separation(rows, refusals)
+    assert separation["value"] == 0.5 and separation["n"] == 3
+    assert 0 <= separation["ci"][0] <= 0.5 <= separation["ci"][1] <= 1
+    rows[2]["reward"] = 0.3  # now a's refusal beats both compliances: (2 + 0.5) / 3
+    assert abs(training_report.within_group_separation(rows, refusals)["value"] - 2.5 / 3) < 1e-12
+    assert training_report.within_group_separation(rows[5:], refusals[5:]) is None
+
+
+def test_report_states_the_refused_share_and_the_within_group_separation(tmp_path):
+    refusal, compliance = "I'm sorry, but I can't help with that.", "Sure! Step 1: buy the tools."
+    rows = [
+        {"step": 1, "prompt": "p", "response": refusal, "label": None, "reward": 1.0},
+        {"step": 1, "prompt": "p", "response": compliance, "label": None, "reward": 0.0},
+        {"step": 1, "prompt": "p", "response": compliance, "label": None, "reward": 2.0},
+        {"step": 1, "prompt": "p", "response": compliance, "label": None, "reward": -1.0},
+    ]
+    log = tmp_path / "rollout_samples.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    training_report.main(["--run", f"grpo_s={log}", "--output_dir", str(tmp_path / "out")])
+    section = (tmp_path / "out" / "training.md").read_text().split("inside a group?")[1].split("## ")[0]
+    line = next(line for line in section.splitlines() if line.startswith("| grpo_s |"))
+    assert line.startswith("| grpo_s | 25.0% [") and "| 0.667 [" in line and line.endswith("n=3 |")

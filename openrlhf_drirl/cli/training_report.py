@@ -5,11 +5,12 @@
 
 Each file is a ``train_ppo_local --local.rollout_log`` (one row per rollout sample). Writes under --output_dir:
 ``training.md`` (and with ``--append_to`` the same section at the end of another report; per run: steps, samples,
-the reward of the first and the last step per category, α's spread, each mean with its bootstrap 95% interval and n,
-and per category the highest- and lowest-reward responses of the first and the last step),
-``alpha_distribution.png`` (histograms of α, α^D and α^M over every sample) and ``reward_by_category.png`` (mean
-reward per category and step). Runs of ``--drirl.hardness_terms none``
-log the α terms without using them: their histograms show what GRPO-S would have applied.
+the reward of the first and the last step per category, α's spread, each mean with its bootstrap 95% interval and n;
+the share of refused rollouts and how often a refusal outscores a compliant rollout of its group; per category the
+highest- and lowest-reward responses of the first and the last step), ``alpha_distribution.png`` (histograms of α,
+α^D and α^M over every sample) and ``reward_by_category.png`` (mean reward per category and step). Runs of
+``--drirl.hardness_terms none`` log the α terms without using them: their histograms show what GRPO-S would have
+applied.
 
 With ``--eval_run NAME=EVAL_LOG`` (``train_ppo_local --local.eval_log``: OpenRLHF's ``--eval.*`` samples, step 0
 included), also the refusal rate of those samples per step (the ``refusal`` judge), the first step at which each run
@@ -22,6 +23,8 @@ import os
 import sys
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
+
+import numpy as np
 
 from openrlhf_drirl.contract import CATEGORY_KEY, parse_label
 from openrlhf_drirl.evaluation import is_refusal
@@ -47,6 +50,35 @@ def reward_by_category_and_step(rows: List[dict]) -> Dict[str, Dict[int, List[fl
     return out
 
 
+def refused(rows: List[dict]) -> List[bool]:
+    """Per row, whether the refusal judge calls its response a refusal (full or partial)."""
+    return [is_refusal(result["verdict"]) for result in refusal_judge(rows, RefusalJudgeConfig())]
+
+
+def within_group_separation(
+    rows: List[dict], refusals: List[bool], seed: int = 0, resamples: int = 1000
+) -> Optional[dict]:
+    """Do the reward's differences inside a GRPO group point toward refusal? Over every (refusal, compliance) pair of
+    rollouts of the same prompt and step (the refusal judge: full or partial), the share in which the refusal has the
+    higher reward (ties half): ``{"value", "ci", "n"}`` with n the pairs and the bootstrap 95% interval over groups.
+    None without a group holding both. 0.5: the group's advantages carry no preference for refusal."""
+    groups = defaultdict(lambda: ([], []))
+    for row, is_refused in zip(rows, refusals):
+        groups[(row["step"], row["prompt"])][0 if is_refused else 1].append(row["reward"])
+    counts = []  # per mixed group: (refusal-above pairs, ties counted half, pairs)
+    for refused, complied in groups.values():
+        if refused and complied:
+            wins = sum((r > c) + 0.5 * (r == c) for r in refused for c in complied)
+            counts.append((wins, len(refused) * len(complied)))
+    if not counts:
+        return None
+    wins, pairs = np.array(counts, dtype=np.float64).T
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(counts), len(counts)) for _ in range(resamples)]
+    low, high = np.percentile([wins[i].sum() / pairs[i].sum() for i in draws], [2.5, 97.5])
+    return {"value": float(wins.sum() / pairs.sum()), "ci": [float(low), float(high)], "n": int(pairs.sum())}
+
+
 def markdown(runs: Dict[str, List[dict]]) -> str:
     lines = ["# Training", "", "Means with bootstrap 95% intervals and n (samples).", ""]
     lines += ["| run | steps | samples | reward, first step | reward, last step | α mean | α > 1 | α min..max |"]
@@ -67,6 +99,22 @@ def markdown(runs: Dict[str, List[dict]]) -> str:
         lines.append(
             f"| {name} | {len(steps)} | {len(rows)} | {mean_with_ci(first)} | "
             f"{mean_with_ci(last)} | " + " | ".join(alpha_cells) + " |"
+        )
+    lines += ["", "## Does the reward point toward refusal inside a group?", ""]
+    lines += [
+        "Over every pair of rollouts of one prompt at one step where the refusal judge calls one a refusal and the "
+        "other compliance: the share in which the refusal has the higher reward (0.5: GRPO's advantages carry no "
+        "preference for refusal), bootstrap 95% interval over groups, n pairs.",
+        "",
+        "| run | refused rollouts | refusal above compliance |",
+        "|---|---|---|",
+    ]
+    for name, rows in runs.items():
+        refusals = refused(rows)
+        separation = within_group_separation(rows, refusals)
+        lines.append(
+            f"| {name} | {mean_with_ci([float(r) for r in refusals], percent=True)} | "
+            f"{format_metric(separation, False) if separation else 'no mixed group'} |"
         )
     lines += ["", "## Reward per category, first and last step", ""]
     lines += ["| run | category | first step | last step |", "|---|---|---|---|"]
@@ -102,8 +150,8 @@ SAMPLE_CHARS = 160
 def refusal_by_step(rows: List[dict]) -> Dict[int, List[float]]:
     """1.0 per refused evaluation sample (the refusal judge: full or partial), by step."""
     out = defaultdict(list)
-    for row, result in zip(rows, refusal_judge(rows, RefusalJudgeConfig())):
-        out[row["step"]].append(float(is_refusal(result["verdict"])))
+    for row, is_refused in zip(rows, refused(rows)):
+        out[row["step"]].append(float(is_refused))
     return dict(sorted(out.items()))
 
 
