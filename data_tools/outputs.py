@@ -2,8 +2,10 @@
 
 Prompt rows (GRPO-S): ``{PROMPT_KEY: text, LABEL_KEY: make_label(category, demonstration, id=, source=),
 DATASOURCE_KEY: category}``; the datasource lets OpenRLHF's --eval.dataset log held-out reward per category.
-IRL pair rows (category reward model): ``{"id", PROMPT_KEY, CATEGORY_KEY, "chosen": demonstration, "rejected":
-base-policy sample}``. Also rejects.jsonl, the reports of what the plan left out, stats.json and stats.png.
+IRL pair rows (category reward model): ``{"id", PROMPT_KEY, CATEGORY_KEY, "chosen": demonstration,
+"chosen_answer": the demonstration's answer after the CoD separator, "rejected": base-policy sample}``
+(``train_category_rm --data.chosen_key chosen_answer`` trains on the answer alone: a policy that writes no drafts is
+then scored on what it can write). Also rejects.jsonl, the reports of what the plan left out, stats.json and stats.png.
 """
 
 import json
@@ -15,7 +17,7 @@ from typing import Dict, List
 
 from data_tools.cod_format import check_demonstration, has_refusal, load_refusal_phrases
 from data_tools.generation_log import policy_sample_ids
-from openrlhf_drirl.contract import CATEGORY_KEY, DATASOURCE_KEY, LABEL_KEY, PROMPT_KEY, make_label
+from openrlhf_drirl.contract import CATEGORY_KEY, COD_SEPARATOR, DATASOURCE_KEY, LABEL_KEY, PROMPT_KEY, make_label
 from openrlhf_drirl.records import write_json
 
 
@@ -101,6 +103,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
                         PROMPT_KEY: r[PROMPT_KEY],
                         CATEGORY_KEY: category,
                         "chosen": demonstration,
+                        "chosen_answer": demonstration.split(COD_SEPARATOR, 1)[-1].strip(),
                     }
                     pairs.append({**pair, "rejected": samples[sample_id]["text"]})
         write_jsonl(os.path.join(out, f"prompts.{split}.jsonl"), prompts)

@@ -15,6 +15,7 @@ POLICY_EPISODES=${POLICY_EPISODES:-2}     # passes over the training prompts: 21
 POLICY_LR=${POLICY_LR:-5e-5}              # high for a 135M model: a visible change within a few minutes
 RM_LR=${RM_LR:-3e-5}                      # the reward model: 21 pairs x 3 epochs, 9 steps of 7 at the defaults
 RM_EPOCHS=${RM_EPOCHS:-3}                 # (README "What moves the policy": two stronger reward models that did not)
+RM_CHOSEN=${RM_CHOSEN:-chosen}            # the preferred side: chosen (the CoD demonstration) or chosen_answer (its answer)
 SEED=${SEED:-42}
 POLICY_SEED=${POLICY_SEED:-$SEED}         # the policy stage's seed alone (the ablation repeats it over seeds)
 EVAL_LIMIT=${EVAL_LIMIT:-73}              # StrongREJECT and XSTest prompts each (seeded slices; XSTest: 41 safe, 32 unsafe); all
@@ -62,6 +63,7 @@ train_reward_model() {
       --model.model_name_or_path "$SMOLLM2" \
       --data.dataset "$DATA_DIR/irl_pairs.train.jsonl" \
       --eval.dataset "$DATA_DIR/irl_pairs.heldout.jsonl" \
+      --data.chosen_key "$RM_CHOSEN" \
       --data.apply_chat_template \
       --data.max_len 512 \
       --train.batch_size 7 \

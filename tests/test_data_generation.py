@@ -189,7 +189,9 @@ def test_openai_backend_with_retries_rejects_and_tiny_policy(tmp_path, canned_op
     demonstration = {r["label"]["id"]: r["label"]["demonstration"] for r in train + heldout}
     assert len(pairs) == 18 and all(p["chosen"] == demonstration[p["id"]] for p in pairs)
     assert all(p["rejected"] and p["rejected"] != p["chosen"] for p in pairs)  # tiny random model output
-    assert set(pairs[0]) == {"id", "prompt", "category", "chosen", "rejected"}
+    assert set(pairs[0]) == {"id", "prompt", "category", "chosen", "chosen_answer", "rejected"}
+    # the answer after the separator, for --data.chosen_key chosen_answer
+    assert all(p["chosen_answer"] == p["chosen"].split("####", 1)[1].strip() and p["chosen_answer"] for p in pairs)
 
     tokens = stats["tokens"]
     assert tokens["cod"]["n"] == 18 and tokens["cot"]["n"] == 6 and tokens["cot"]["mean"] > 4 * tokens["cod"]["mean"]
