@@ -66,10 +66,10 @@ def within_group_separation(
     for row, is_refused in zip(rows, refusals):
         groups[(row["step"], row["prompt"])][0 if is_refused else 1].append(row["reward"])
     counts = []  # per mixed group: (refusal-above pairs, ties counted half, pairs)
-    for refused, complied in groups.values():
-        if refused and complied:
-            wins = sum((r > c) + 0.5 * (r == c) for r in refused for c in complied)
-            counts.append((wins, len(refused) * len(complied)))
+    for refusal_rewards, compliance_rewards in groups.values():
+        if refusal_rewards and compliance_rewards:
+            wins = sum((r > c) + 0.5 * (r == c) for r in refusal_rewards for c in compliance_rewards)
+            counts.append((wins, len(refusal_rewards) * len(compliance_rewards)))
     if not counts:
         return None
     wins, pairs = np.array(counts, dtype=np.float64).T
