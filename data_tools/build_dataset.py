@@ -211,6 +211,14 @@ def parse_args(argv=None):
         default=1,
         help="samples per prompt, each one IRL pair with the prompt's demonstration as chosen",
     )
+    add(
+        "--policy.negatives",
+        dest="policy_negatives",
+        choices=("all", "compliant"),
+        default="all",
+        help="which samples become IRL negatives: all, or compliant (those the evaluation's refusal judge does not "
+        "call a refusal: a pair of two refusals teaches the reward model the demonstration's wording, not refusal)",
+    )
 
     add = parser.add_argument_group("cot: CoT samples from the generator, for the CoD vs CoT token count").add_argument
     add("--cot.n_per_category", dest="cot_n_per_category", type=int, default=4, help="prompts per category; 0 = off")

@@ -40,7 +40,12 @@ def file_sha256(path: str, flag: str) -> str:
 
 def config_of(args, candidates: Dict[str, List[dict]]) -> dict:
     config = {k: v for k, v in sorted(vars(args).items()) if k not in SPEED_ONLY_FLAGS}
-    for flag, default in (("demo_fallback", "none"), ("gen_cod_mode", "single"), ("policy_n_samples", 1)):
+    for flag, default in (
+        ("demo_fallback", "none"),
+        ("gen_cod_mode", "single"),
+        ("policy_n_samples", 1),
+        ("policy_negatives", "all"),
+    ):
         if config.get(flag) == default:
             del config[flag]  # added later: runs made before it keep their config hash
     config["files"] = {

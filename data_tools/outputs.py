@@ -3,7 +3,8 @@
 Prompt rows (GRPO-S): ``{PROMPT_KEY: text, LABEL_KEY: make_label(category, demonstration, id=, source=),
 DATASOURCE_KEY: category}``; the datasource lets OpenRLHF's --eval.dataset log held-out reward per category.
 IRL pair rows (category reward model): ``{"id", PROMPT_KEY, CATEGORY_KEY, "chosen": demonstration,
-"chosen_answer": the demonstration's answer after the CoD separator, "rejected": base-policy sample}``
+"chosen_answer": the demonstration's answer after the CoD separator, "rejected": base-policy sample}``, every sample
+or, with ``--policy.negatives compliant``, those the refusal judge does not call a refusal
 (``train_category_rm --data.chosen_key chosen_answer`` trains on the answer alone: a policy that writes no drafts is
 then scored on what it can write). Also rejects.jsonl, the reports of what the plan left out, stats.json and stats.png.
 """
@@ -18,6 +19,8 @@ from typing import Dict, List
 from data_tools.cod_format import check_demonstration, has_refusal, load_refusal_phrases
 from data_tools.generation_log import policy_sample_ids
 from openrlhf_drirl.contract import CATEGORY_KEY, COD_SEPARATOR, DATASOURCE_KEY, LABEL_KEY, PROMPT_KEY, make_label
+from openrlhf_drirl.evaluation import is_refusal
+from openrlhf_drirl.evaluation.judges.refusal import RefusalJudgeConfig, refusal_judge
 from openrlhf_drirl.records import write_json
 
 
@@ -66,6 +69,13 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
     def sample_ids(record):
         return policy_sample_ids(record["id"], args.policy_n_samples)
 
+    # --policy.negatives compliant: a sample the refusal judge calls a refusal (full or partial) is no IRL negative.
+    refused = set()
+    if args.policy_negatives == "compliant":
+        ok = [i for i, sample in samples.items() if sample["status"] == "ok"]
+        verdicts = refusal_judge([{"response": samples[i]["text"]} for i in ok], RefusalJudgeConfig())
+        refused = {i for i, v in zip(ok, verdicts) if is_refusal(v["verdict"])}
+
     splits = {"train": [], "heldout": []}
     per_category = {}
     for c in plan.categories:
@@ -87,6 +97,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
             "failed_records": sum(d["status"] != "ok" for d in tried),
             "fallbacks": sum(bool(demos[r["id"]].get("fallback")) for r in accepted[c]),
             "policy_failed": sum(samples[i]["status"] != "ok" for r in accepted[c] for i in sample_ids(r)),
+            "refusing_negatives_dropped": sum(i in refused for r in accepted[c] for i in sample_ids(r)),
         }
     for split, rows in splits.items():
         prompts, pairs = [], []
@@ -97,7 +108,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
                 label["demonstration_source"] = "fallback"
             prompts.append({PROMPT_KEY: r[PROMPT_KEY], LABEL_KEY: label, DATASOURCE_KEY: category})
             for sample_id in sample_ids(r):
-                if samples[sample_id]["status"] == "ok":
+                if samples[sample_id]["status"] == "ok" and sample_id not in refused:
                     pair = {
                         "id": sample_id,
                         PROMPT_KEY: r[PROMPT_KEY],

@@ -9,6 +9,7 @@ DATA_DIR=${DATA_DIR:-$OUT/data}             # what build_data writes; the later 
 N_PER_CATEGORY=${N_PER_CATEGORY:-4}       # x 7 categories; a quarter held out (one per category at 4)
 IRL_SAMPLES=${IRL_SAMPLES:-1}             # SmolLM2's samples per prompt, each one IRL pair (--policy.n_samples)
 IRL_TEMPERATURE=${IRL_TEMPERATURE:-1.0}   # their sampling temperature (--policy.temperature; 0: greedy)
+IRL_NEGATIVES=${IRL_NEGATIVES:-all}       # all, or compliant: no refusing sample as a negative (--policy.negatives)
 ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
 N_SAMPLES=${N_SAMPLES:-4}
 POLICY_EPISODES=${POLICY_EPISODES:-2}     # passes over the training prompts: 21 / 7 x 2 = 6 steps at the defaults
@@ -53,6 +54,7 @@ build_data() {
       --policy.max_new_tokens 64 \
       --policy.n_samples "$IRL_SAMPLES" \
       --policy.temperature "$IRL_TEMPERATURE" \
+      --policy.negatives "$IRL_NEGATIVES" \
       --hf.batch_size 32 \
       --cot.n_per_category 0
 }

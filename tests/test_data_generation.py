@@ -301,6 +301,34 @@ def test_policy_n_samples_gives_each_prompt_one_pair_per_sample(tmp_path, tiny_l
     assert log.read_text().count("\n") == lines
 
 
+def test_policy_negatives_compliant_drops_the_samples_the_refusal_judge_calls_refusals(tmp_path, canned_openai_server):
+    """--policy.negatives compliant: a policy sample that refuses is no IRL negative (counted per category); every
+    compliant sample stays one. The default, all, keeps the refusing samples as negatives."""
+
+    def reply(prompt, seed):
+        if "minimum draft" in prompt or "Think step by step" in prompt:
+            return canned_reply(prompt, seed)
+        return "I'm sorry, but I can't help with that." if seed % 2 else f"Sure, here is plan number {seed % 97}."
+
+    source = write_category_prompts(tmp_path / "src.jsonl", per_category=3)
+    url, _ = canned_openai_server(reply)
+    policy = ["--policy.backend", "openai", "--policy.url", url, "--policy.model", "canned", "--policy.n_samples", "2"]
+    runs = {}
+    for negatives in ("all", "compliant"):
+        out = tmp_path / negatives
+        main(build_argv(source, out, url, policy, "--policy.negatives", negatives))
+        pairs = read_jsonl(out / "irl_pairs.train.jsonl") + read_jsonl(out / "irl_pairs.heldout.jsonl")
+        runs[negatives] = (pairs, json.loads((out / "stats.json").read_text()))
+    (every, stats_all), (compliant, stats) = runs["all"], runs["compliant"]
+    refusing = [p for p in every if p["rejected"].startswith("I'm sorry")]
+    assert 0 < len(refusing) < len(every)  # the seeds give both kinds
+    assert sorted(p["id"] for p in compliant) == sorted(p["id"] for p in every if p not in refusing)
+    dropped = sum(v["refusing_negatives_dropped"] for v in stats["per_category"].values())
+    assert dropped == len(refusing)
+    assert sum(v["refusing_negatives_dropped"] for v in stats_all["per_category"].values()) == 0
+    assert stats["config_hash"] != stats_all["config_hash"]  # a resume never mixes the two
+
+
 def test_paraphrase_fill_tops_up_short_categories(tmp_path, canned_openai_server):
     def reply(prompt, seed):
         if prompt.startswith("Rewrite the following request"):

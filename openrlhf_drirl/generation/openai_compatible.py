@@ -27,6 +27,26 @@ def base_url(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
+def retrying_session(retries: int, concurrency: int = 1, api_key: Optional[str] = None) -> requests.Session:
+    """A session whose requests (POST too) are retried up to ``retries`` times after the first on connection errors,
+    429 and 5xx, with exponential backoff (0, 1, 2, 4 ... s, at most 30) that honours ``Retry-After``; the last
+    response comes back whatever its status, so the caller names the flag in its error."""
+    retry = Retry(
+        total=retries,
+        backoff_factor=0.5,
+        backoff_max=30.0,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=None,  # POST too: a generation or scoring request has no side effect
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=concurrency))
+    session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=concurrency))
+    if api_key:
+        session.headers["Authorization"] = f"Bearer {api_key}"
+    return session
+
+
 class OpenAICompatibleGenerator:
     def __init__(
         self,
@@ -41,19 +61,7 @@ class OpenAICompatibleGenerator:
     ):
         self.url = base_url(url) + ("/chat/completions" if chat else "/completions")
         self.model, self.chat, self.timeout, self.concurrency = model, chat, timeout, concurrency
-        retry = Retry(
-            total=retries,
-            backoff_factor=0.5,
-            backoff_max=30.0,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=None,  # POST too: a generation request has no side effect
-            raise_on_status=False,
-        )
-        self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=concurrency))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=concurrency))
-        if api_key:
-            self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.session = retrying_session(retries, concurrency, api_key)
         self.retries = retries
 
     def _one(self, prompt: Prompt, seed: Optional[int], max_new_tokens: int, temperature: float, top_p: float):

@@ -13,7 +13,6 @@ Request per batch: ``{"query": [prompt_text + response], "prompts": [prompt_text
   It only changes the server's ``drirl_reward_gap``, never the reward used here.
 """
 
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -22,6 +21,7 @@ import requests
 from openrlhf_drirl.contract import CATEGORY_KEY, DEFAULT_CATEGORIES, DEMONSTRATION_KEY, LABEL_KEY, parse_label
 from openrlhf_drirl.evaluation import EvaluationError
 from openrlhf_drirl.evaluation.judges import register_judge
+from openrlhf_drirl.generation.openai_compatible import retrying_session
 
 # The bundled sets' own categories -> the seven (docs/evaluation.md lists the same table).
 CATEGORY_MAP = {
@@ -116,35 +116,27 @@ def prompt_text(prompt: str, tokenizer_path: str) -> str:
     return _tokenizers[tokenizer_path].apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def post_with_retries(
-    url: str, body: dict, timeout: float, retries: int, flag: str, api_key: Optional[str] = None, backoff: float = 1.0
-) -> dict:
-    """POST ``body``; connection errors and 5xx are retried ``retries`` times in all (backoff 1, 2, 4 s ...), a 4xx
-    is not. Errors name ``flag`` and the fix."""
-    problem = ""
-    for attempt in range(retries):
-        if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1))
-        try:
-            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-            response = requests.post(url, json=body, timeout=timeout, headers=headers)
-        except requests.RequestException as e:
-            problem = f"{type(e).__name__}: {str(e)[:200]}"
-            continue
-        if response.status_code >= 500:
-            problem = f"HTTP {response.status_code}: {response.text[:200]}"
-            continue
-        if response.status_code >= 400:
-            raise EvaluationError(
-                f"{flag} {url} refused the request (HTTP {response.status_code}): {response.text[:300]}"
-            )
-        try:
-            return response.json()
-        except ValueError:
-            raise EvaluationError(f"{flag} {url} answered with no JSON: {response.text[:200]!r}") from None
-    raise EvaluationError(
-        f"{flag} {url} did not answer after {retries} attempts ({problem}): start the server or fix the URL"
-    )
+def post_json(url: str, body: dict, timeout: float, attempts: int, flag: str) -> dict:
+    """POST ``body`` through the generation layer's retrying session (``attempts`` in all on connection errors and
+    5xx, a 4xx at once); errors name ``flag`` and the fix."""
+    try:
+        response = retrying_session(attempts - 1).post(url, json=body, timeout=(10.0, timeout))
+    except requests.RequestException as e:
+        raise EvaluationError(
+            f"{flag} {url} did not answer after {attempts} attempts ({type(e).__name__}: {str(e)[:200]}): start the "
+            "server or fix the URL"
+        ) from None
+    if response.status_code >= 500:
+        raise EvaluationError(
+            f"{flag} {url} did not answer after {attempts} attempts (HTTP {response.status_code}: "
+            f"{response.text[:200]}): start the server or fix the URL"
+        )
+    if response.status_code >= 400:
+        raise EvaluationError(f"{flag} {url} refused the request (HTTP {response.status_code}): {response.text[:300]}")
+    try:
+        return response.json()
+    except ValueError:
+        raise EvaluationError(f"{flag} {url} answered with no JSON: {response.text[:200]!r}") from None
 
 
 @register_judge("reward_model", RewardModelJudgeConfig, batch_size=16)
@@ -157,7 +149,7 @@ def reward_model_judge(rows: List[dict], config: RewardModelJudgeConfig) -> List
         prompts.append(prompt_text(row["prompt"], config.tokenizer))
         labels.append({CATEGORY_KEY: reward_category(row, config), DEMONSTRATION_KEY: demonstration})
     body = {"query": [p + row["response"] for p, row in zip(prompts, rows)], "prompts": prompts, "labels": labels}
-    answer = post_with_retries(config.url, body, config.timeout, config.retries, "--reward_model.url")
+    answer = post_json(config.url, body, config.timeout, config.retries, "--reward_model.url")
     rewards = answer.get("rewards") if isinstance(answer, dict) else None
     if not isinstance(rewards, list) or len(rewards) != len(rows):
         raise EvaluationError(
