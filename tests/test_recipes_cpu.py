@@ -92,6 +92,21 @@ def test_main_job_runs_every_stage_with_the_embedded_model(tmp_path):
     assert base_eval.policy == ["base=/models/smollm2"] and trained_eval.policy[0].endswith("grpo_s/policy")
 
 
+def test_the_longer_main_job_is_the_main_job_with_its_budget(tmp_path):
+    """main_cpu_long.sh: the main job's command lines, changed only where its variables say."""
+    (tmp_path / "main").mkdir(), (tmp_path / "long").mkdir()
+    main = [(m, check_parses(m, argv)) for m, argv in recorded_modules(tmp_path / "main", "main_cpu.sh")]
+    long = [(m, check_parses(m, argv)) for m, argv in recorded_modules(tmp_path / "long", "main_cpu_long.sh")]
+    assert [m for m, _ in long] == [m for m, _ in main]
+    data, rm = long[0][1], long[1][1]
+    policy = next(args for m, args in long if m == "openrlhf_drirl.cli.train_ppo_local")
+    main_policy = next(args for m, args in main if m == "openrlhf_drirl.cli.train_ppo_local")
+    assert data.policy_n_samples == 2 and data.policy_negatives == "compliant"
+    assert rm.data.chosen_key == "chosen_answer" and rm.adam.lr == 1e-4 and rm.train.max_epochs == 3
+    assert policy.train.num_episodes == 4 and main_policy.train.num_episodes == 2
+    assert policy.actor.adam.lr == main_policy.actor.adam.lr and policy.train.seed == main_policy.train.seed
+
+
 def test_ablation_runs_differ_only_in_the_hardness_terms_the_exponent_and_the_seed(tmp_path):
     calls = recorded_modules(tmp_path, "ablation_cpu.sh")
     trainings = [check_parses(m, argv) for m, argv in calls if m == "openrlhf_drirl.cli.train_ppo_local"]

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job at a budget that moves SmolLM2 by more than 20 points (README, "The longer main job"): main_cpu.sh
+# with two IRL negatives per prompt, none of them a refusal (IRL_NEGATIVES=compliant), the reward model trained on
+# the demonstration's answer alone at a higher learning rate, and 12 GRPO-S steps instead of 6. About 26 minutes on
+# 2 cores. Outputs under OUT (default runs/main_long); any variable of recipes/cpu_stages.sh can still be set.
+set -euo pipefail
+
+export OUT=${OUT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/runs/main_long}
+export IRL_SAMPLES=${IRL_SAMPLES:-2} IRL_NEGATIVES=${IRL_NEGATIVES:-compliant}
+export RM_CHOSEN=${RM_CHOSEN:-chosen_answer} RM_LR=${RM_LR:-1e-4} RM_EPOCHS=${RM_EPOCHS:-3}
+export POLICY_EPISODES=${POLICY_EPISODES:-4}
+exec bash "$(dirname "${BASH_SOURCE[0]}")/main_cpu.sh"
