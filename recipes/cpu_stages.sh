@@ -60,7 +60,13 @@ build_data() {
 }
 
 # Stage 2: one category reward model (7 heads on the SmolLM2 backbone) by IRL: demonstration over policy sample.
+# The trainer keeps no checkpoint of a finished run (--ckpt.save_steps -1), so a model it saved is kept as it is:
+# tokenizer.json is the last file of its save.
 train_reward_model() {
+   if [ -f "$OUT/category_rm/model.safetensors" ] && [ -f "$OUT/category_rm/tokenizer.json" ]; then
+      echo "cpu_stages.sh: $OUT/category_rm is trained; kept (delete it to retrain)"
+      return
+   fi
    "$PYTHON" -m openrlhf_drirl.cli.train_category_rm \
       --model.model_name_or_path "$SMOLLM2" \
       --data.dataset "$DATA_DIR/irl_pairs.train.jsonl" \

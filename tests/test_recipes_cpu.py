@@ -26,13 +26,13 @@ printf "%s\\n" "$@" > "$ARGV_DIR/$(date +%s%N)-$$"
 """
 
 
-def recorded_modules(tmp_path, recipe):
-    """[(module, argv)] of the recipe's python -m calls, in call order."""
+def recorded_modules(tmp_path, recipe, out=None):
+    """[(module, argv)] of the recipe's python -m calls, in call order (OUT: ``out``, default tmp_path/out)."""
     recorder, argv_dir = tmp_path / "python", tmp_path / "argv"
     recorder.write_text(RECORDER)
     recorder.chmod(0o755)
     argv_dir.mkdir()
-    env = dict(os.environ, PYTHON=str(recorder), ARGV_DIR=str(argv_dir), PORT="5999", OUT=str(tmp_path / "out"))
+    env = dict(os.environ, PYTHON=str(recorder), ARGV_DIR=str(argv_dir), PORT="5999", OUT=str(out or tmp_path / "out"))
     result = subprocess.run(["bash", os.path.join(REPO, "recipes", recipe)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     calls = [p.read_text().splitlines() for p in sorted(argv_dir.iterdir(), key=lambda p: int(p.name.split("-")[0]))]
@@ -90,6 +90,20 @@ def test_main_job_runs_every_stage_with_the_embedded_model(tmp_path):
     assert policy.algo.advantage.estimator == "grpo_s" and policy.drirl.hardness_terms == "both"
     assert policy.train.batch_size == policy.rollout.batch_size * policy.rollout.n_samples_per_prompt
     assert base_eval.policy == ["base=/models/smollm2"] and trained_eval.policy[0].endswith("grpo_s/policy")
+
+
+def test_a_rerun_keeps_the_trained_reward_model(tmp_path):
+    """A reward model that the trainer saved whole is not trained again (its run keeps no checkpoint to resume);
+    one whose save stopped before tokenizer.json is."""
+    out, rm_dir = tmp_path / "out", tmp_path / "out" / "category_rm"
+    rm_dir.mkdir(parents=True)
+    (rm_dir / "model.safetensors").write_text("")
+    (tmp_path / "first").mkdir(), (tmp_path / "second").mkdir()
+    first = [m for m, _ in recorded_modules(tmp_path / "first", "main_cpu.sh", out=out)]
+    (rm_dir / "tokenizer.json").write_text("{}")
+    second = [m for m, _ in recorded_modules(tmp_path / "second", "main_cpu.sh", out=out)]
+    assert "openrlhf_drirl.cli.train_category_rm" in first
+    assert "openrlhf_drirl.cli.train_category_rm" not in second and "openrlhf_drirl.cli.train_ppo_local" in second
 
 
 def test_the_longer_main_job_is_the_main_job_with_its_budget(tmp_path):
