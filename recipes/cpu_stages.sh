@@ -12,11 +12,15 @@ IRL_TEMPERATURE=${IRL_TEMPERATURE:-1.0}   # their sampling temperature (--policy
 IRL_NEGATIVES=${IRL_NEGATIVES:-all}       # all, or compliant: no refusing sample as a negative (--policy.negatives)
 ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
 N_SAMPLES=${N_SAMPLES:-4}
+ROLLOUT_TEMPERATURE=${ROLLOUT_TEMPERATURE:-1.0}  # GRPO's sampling temperature (--rollout.temperature); evaluation is greedy
+ROLLOUT_MAX_NEW_TOKENS=${ROLLOUT_MAX_NEW_TOKENS:-48}
 POLICY_EPISODES=${POLICY_EPISODES:-2}     # passes over the training prompts: 21 / 7 x 2 = 6 steps at the defaults
 POLICY_LR=${POLICY_LR:-5e-5}              # high for a 135M model: a visible change within a few minutes
+POLICY_KL=${POLICY_KL:-0.01}              # the KL loss coefficient to the base policy (--algo.kl.init_coef)
 RM_LR=${RM_LR:-3e-5}                      # the reward model: 21 pairs x 3 epochs, 9 steps of 7 at the defaults
 RM_EPOCHS=${RM_EPOCHS:-3}                 # (README "What moves the policy": two stronger reward models that did not)
 RM_CHOSEN=${RM_CHOSEN:-chosen}            # the preferred side: chosen (the CoD demonstration) or chosen_answer (its answer)
+RM_RESPONSE_TOKENS=${RM_RESPONSE_TOKENS:-0}  # the reward model scores each response's first N tokens (0: whole)
 SEED=${SEED:-42}
 POLICY_SEED=${POLICY_SEED:-$SEED}         # the policy stage's seed alone (the ablation repeats it over seeds)
 EVAL_LIMIT=${EVAL_LIMIT:-73}              # StrongREJECT and XSTest prompts each (seeded slices; XSTest: 41 safe, 32 unsafe); all
@@ -72,6 +76,7 @@ train_reward_model() {
       --data.dataset "$DATA_DIR/irl_pairs.train.jsonl" \
       --eval.dataset "$DATA_DIR/irl_pairs.heldout.jsonl" \
       --data.chosen_key "$RM_CHOSEN" \
+      --data.response_tokens "$RM_RESPONSE_TOKENS" \
       --data.apply_chat_template \
       --data.max_len 512 \
       --train.batch_size 7 \
@@ -115,7 +120,8 @@ train_policy() {
       --data.max_len 384 \
       --rollout.batch_size "$ROLLOUT_PROMPTS" \
       --rollout.n_samples_per_prompt "$N_SAMPLES" \
-      --rollout.max_new_tokens 48 \
+      --rollout.max_new_tokens "$ROLLOUT_MAX_NEW_TOKENS" \
+      --rollout.temperature "$ROLLOUT_TEMPERATURE" \
       --rollout.micro_batch_size 7 \
       --train.batch_size "$((ROLLOUT_PROMPTS * N_SAMPLES))" \
       --train.micro_batch_size 7 \
@@ -123,7 +129,7 @@ train_policy() {
       --train.num_episodes "$POLICY_EPISODES" \
       "${estimator[@]}" \
       --algo.kl.use_loss \
-      --algo.kl.init_coef 0.01 \
+      --algo.kl.init_coef "$POLICY_KL" \
       --algo.kl.estimator k3 \
       --actor.adam.lr "$POLICY_LR" \
       --actor.lr_warmup_ratio 0 \

@@ -32,6 +32,7 @@ def test_irl_training_reaches_held_out_accuracy(category_rm_dir):
         config = json.load(f)
     assert config["drirl_categories"] == list(DEFAULT_CATEGORIES)
     assert len(config["drirl_mean"]) == len(config["drirl_std"]) == 7
+    assert config["drirl_response_tokens"] == 0  # --data.response_tokens, read back by the scorer
 
 
 def test_training_takes_under_a_minute(category_rm_dir):

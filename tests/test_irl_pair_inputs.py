@@ -216,3 +216,14 @@ def test_unicode_line_separators_inside_strings_are_text_not_line_breaks(tmp_pat
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     assert [record for _, record in located_rows(str(path))] == rows
     assert source_rows(str(path)) == rows
+
+
+def test_negative_response_tokens_is_one_clear_error(irl_pairs_path, tmp_path, capsys, stop_before_model):
+    argv = category_rm_train_argv(
+        tmp_path / "no_model", irl_pairs_path, tmp_path / "out", "--data.response_tokens", "-3"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("train_category_rm: error: --data.response_tokens -3") and "positive" in error, error

@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data.apply_chat_template", action="store_true", default=False)
     parser.add_argument("--data.max_len", type=int, default=512)
     parser.add_argument(
+        "--data.response_tokens",
+        type=int,
+        default=0,
+        help="Score only each response's first N tokens, in training and (saved in the model's config) in serving; "
+        "0: the whole response. Set it to the rollout length or less when the demonstrations are shorter than the "
+        "policy's samples, so that length alone cannot tell them apart",
+    )
+    parser.add_argument(
         "--data.strict",
         action="store_true",
         default=False,

@@ -22,15 +22,27 @@ def reward_text(prompt: str, response: str, eos_token: str) -> str:
     chat-template diff that ends in eos + newline) and in serving (from a vLLM query minus its prompt, which ends in
     eos). Unlike OpenRLHF's RewardDataset no space goes before the eos, matching what a policy generates.
     """
+    return prompt + stripped_response(response, eos_token) + eos_token
+
+
+def stripped_response(response: str, eos_token: str) -> str:
+    """``response`` without trailing whitespace and eos tokens."""
     response = response.rstrip()
     while eos_token and response.endswith(eos_token):
         response = response[: -len(eos_token)].rstrip()
-    return prompt + response + eos_token
+    return response
 
 
-def reward_token_ids(tokenizer, prompt: str, response: str, max_len: int) -> List[int]:
+def reward_token_ids(tokenizer, prompt: str, response: str, max_len: int, response_tokens: int = 0) -> List[int]:
     """``reward_text`` as token ids, the same in training and serving: at most ``max_len`` tokens, cut from the left
-    (the start of the prompt goes first, so the response is what is scored), eos last."""
+    (the start of the prompt goes first, so the response is what is scored), eos last.
+
+    ``response_tokens`` > 0 scores only the response's first that many tokens (the reward model's
+    ``drirl_response_tokens``): a one-sentence demonstration and a policy sample cut at the rollout length then end
+    alike, so their length cannot tell them apart, and a refusal is decided in its opening anyway."""
+    if response_tokens > 0:
+        ids = tokenizer(stripped_response(response, tokenizer.eos_token), add_special_tokens=False)["input_ids"]
+        response = tokenizer.decode(ids[:response_tokens])
     ids = tokenizer(reward_text(prompt, response, tokenizer.eos_token), add_special_tokens=False)["input_ids"]
     ids = ids[-max_len:]
     ids[-1] = tokenizer.eos_token_id
@@ -202,14 +214,22 @@ def split_held_out(rows: List[dict], ratio: float, seed: int):
     return train, held_out
 
 
-def tokenize_pairs(rows: List[dict], tokenizer, categories: Sequence[str], max_len: int, apply_chat_template: bool):
-    """Each row -> (chosen ids, rejected ids, category id), cut to ``max_len`` as the server cuts them."""
+def tokenize_pairs(
+    rows: List[dict],
+    tokenizer,
+    categories: Sequence[str],
+    max_len: int,
+    apply_chat_template: bool,
+    response_tokens: int = 0,
+):
+    """Each row -> (chosen ids, rejected ids, category id), cut to ``max_len`` (and each response to its first
+    ``response_tokens``) as the server cuts them."""
     position = {c: i for i, c in enumerate(categories)}
 
     def encode(prompt, response):
         if apply_chat_template:
             prompt, response = chat_prompt_and_response(tokenizer, prompt, response)
-        return reward_token_ids(tokenizer, prompt, response, max_len)
+        return reward_token_ids(tokenizer, prompt, response, max_len, response_tokens)
 
     return [
         (encode(r["prompt"], r["chosen"]), encode(r["prompt"], r["rejected"]), position[r["category"]]) for r in rows

@@ -186,6 +186,10 @@ def train(args, generate: Optional[Callable] = None) -> Dict:
             f"--train.batch_size / --train.micro_batch_size is {micro_per_step}, not a multiple of the "
             f"{strategy.world_size} ranks: change either flag"
         )
+    if args.data.response_tokens < 0:
+        raise ValueError(
+            f"--data.response_tokens {args.data.response_tokens}: pass 0 (score whole responses) or a positive count"
+        )
     if args.irl.refresh_rounds > 0 and generate is None:
         if not args.irl.policy_path:
             raise ValueError(
@@ -239,7 +243,9 @@ def train(args, generate: Optional[Callable] = None) -> Dict:
     if strategy.is_rank_0():
         loggers += [WandbLogger(args)] if args.logger.wandb.key else []
         loggers += [TensorboardLogger(args)] if args.logger.tensorboard_dir else []
-    eval_pairs = tokenize_pairs(eval_rows, tokenizer, categories, args.data.max_len, args.data.apply_chat_template)
+    eval_pairs = tokenize_pairs(
+        eval_rows, tokenizer, categories, args.data.max_len, args.data.apply_chat_template, args.data.response_tokens
+    )
 
     def evaluate_and_log(global_step: int) -> dict:
         report = evaluate(model, eval_pairs, categories, tokenizer.pad_token_id, args.train.micro_batch_size)
@@ -258,7 +264,14 @@ def train(args, generate: Optional[Callable] = None) -> Dict:
     while step < max_steps:
         round_index = step // steps_per_round
         round_rows = train_rows if round_index == 0 else refreshed_rows(train_rows, round_index, generate, args)
-        pairs = tokenize_pairs(round_rows, tokenizer, categories, args.data.max_len, args.data.apply_chat_template)
+        pairs = tokenize_pairs(
+            round_rows,
+            tokenizer,
+            categories,
+            args.data.max_len,
+            args.data.apply_chat_template,
+            args.data.response_tokens,
+        )
         schedule = balanced_batches(
             [p[2] for p in pairs], args.train.batch_size, steps_per_round, args.train.seed + round_index
         )
@@ -308,6 +321,7 @@ def train(args, generate: Optional[Callable] = None) -> Dict:
         logger.close()
     unwrapped = strategy._unwrap_model(model)
     unwrapped.config.drirl_mean, unwrapped.config.drirl_std = report["mean"], report["std"]
+    unwrapped.config.drirl_response_tokens = args.data.response_tokens  # the scorer cuts responses as training did
     if strategy.is_rank_0():
         for category, result in report["per_category"].items():
             print(f"held-out pairwise accuracy  {category:<32} {result['accuracy']:.3f}  ({result['pairs']} pairs)")

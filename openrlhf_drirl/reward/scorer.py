@@ -36,7 +36,7 @@ from openrlhf_drirl.contract import (
     category_of,
     parse_label,
 )
-from openrlhf_drirl.reward.data import left_pad, reward_text, reward_token_ids
+from openrlhf_drirl.reward.data import left_pad, reward_token_ids
 from openrlhf_drirl.reward.model import PerCategoryRewardModels
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ class CategoryRewardScorer:
             )
             max_len = positions
         self.max_len = max_len
+        # Responses are cut as the reward model was trained (train_category_rm --data.response_tokens; 0: whole).
+        self.response_tokens = int(getattr(getattr(model, "config", None), "drirl_response_tokens", 0) or 0)
         self.batch_size = batch_size
         self.cache_size = cache_size
         # (category id, digest of the scored tokens) -> R_j(q, o~): fixed-size keys, so the bound does not depend on
@@ -171,10 +173,9 @@ class CategoryRewardScorer:
     def token_ids(self, prompt: str, response: str, field: str) -> List[int]:
         """``prompt + response + eos`` as the model scores it: at most ``max_len`` tokens, cut from the left so the
         response and eos stay whole. Raises ``RewardRequestError(field)`` when the response alone does not fit."""
-        ids = reward_token_ids(self.tokenizer, prompt, response, self.max_len)
+        ids = reward_token_ids(self.tokenizer, prompt, response, self.max_len, self.response_tokens)
         if len(ids) == self.max_len:  # maybe cut: the response itself must have survived whole
-            eos = self.tokenizer.eos_token
-            alone = len(self.tokenizer(reward_text("", response, eos), add_special_tokens=False)["input_ids"])
+            alone = len(reward_token_ids(self.tokenizer, "", response, 10**9, self.response_tokens))
             if alone > self.max_len:
                 raise RewardRequestError(
                     field,
