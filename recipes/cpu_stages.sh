@@ -13,7 +13,7 @@ IRL_NEGATIVES=${IRL_NEGATIVES:-all}       # all, or compliant: no refusing sampl
 ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
 N_SAMPLES=${N_SAMPLES:-4}
 ROLLOUT_TEMPERATURE=${ROLLOUT_TEMPERATURE:-1.0}  # GRPO's sampling temperature (--rollout.temperature); evaluation is greedy
-ROLLOUT_MAX_NEW_TOKENS=${ROLLOUT_MAX_NEW_TOKENS:-48}
+ROLLOUT_MAX_NEW_TOKENS=${ROLLOUT_MAX_NEW_TOKENS:-48}  # tokens per rollout (--rollout.max_new_tokens)
 POLICY_EPISODES=${POLICY_EPISODES:-2}     # passes over the training prompts: 21 / 7 x 2 = 6 steps at the defaults
 POLICY_LR=${POLICY_LR:-5e-5}              # high for a 135M model: a visible change within a few minutes
 POLICY_KL=${POLICY_KL:-0.01}              # the KL loss coefficient to the base policy (--algo.kl.init_coef)
