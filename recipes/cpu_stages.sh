@@ -7,20 +7,24 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 DATA_DIR=${DATA_DIR:-$OUT/data}             # what build_data writes; the later stages read it
 N_PER_CATEGORY=${N_PER_CATEGORY:-4}       # x 7 categories; a quarter held out (one per category at 4)
-IRL_SAMPLES=${IRL_SAMPLES:-1}             # SmolLM2's samples per prompt, each one IRL pair (--policy.n_samples)
+IRL_SAMPLES=${IRL_SAMPLES:-2}             # SmolLM2's samples per prompt, each one IRL pair (--policy.n_samples)
 IRL_TEMPERATURE=${IRL_TEMPERATURE:-1.0}   # their sampling temperature (--policy.temperature; 0: greedy)
-IRL_NEGATIVES=${IRL_NEGATIVES:-all}       # all, or compliant: no refusing sample as a negative (--policy.negatives)
+IRL_NEGATIVES=${IRL_NEGATIVES:-compliant} # compliant: no refusing sample as a negative, or all (--policy.negatives)
 ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
 N_SAMPLES=${N_SAMPLES:-4}
 ROLLOUT_TEMPERATURE=${ROLLOUT_TEMPERATURE:-1.0}  # GRPO's sampling temperature (--rollout.temperature); evaluation is greedy
-ROLLOUT_MAX_NEW_TOKENS=${ROLLOUT_MAX_NEW_TOKENS:-48}  # tokens per rollout (--rollout.max_new_tokens)
-POLICY_EPISODES=${POLICY_EPISODES:-2}     # passes over the training prompts: 21 / 7 x 2 = 6 steps at the defaults
-POLICY_LR=${POLICY_LR:-5e-5}              # high for a 135M model: a visible change within a few minutes
+ROLLOUT_MAX_NEW_TOKENS=${ROLLOUT_MAX_NEW_TOKENS:-12}  # tokens per rollout (--rollout.max_new_tokens): RM_RESPONSE_TOKENS, no
+                                          # more: tokens past the reward model's cut cost time and score nothing
+POLICY_EPISODES=${POLICY_EPISODES:-4}     # passes over the training prompts: 21 / 7 x 4 = 12 steps at the defaults
+POLICY_LR=${POLICY_LR:-1e-5}              # 2e-5 and up refuse safe prompts too (README, "How the defaults were found")
 POLICY_KL=${POLICY_KL:-0.01}              # the KL loss coefficient to the base policy (--algo.kl.init_coef)
-RM_LR=${RM_LR:-3e-5}                      # the reward model: 21 pairs x 3 epochs, 9 steps of 7 at the defaults
-RM_EPOCHS=${RM_EPOCHS:-3}                 # (README "What moves the policy": two stronger reward models that did not)
-RM_CHOSEN=${RM_CHOSEN:-chosen}            # the preferred side: chosen (the CoD demonstration) or chosen_answer (its answer)
-RM_RESPONSE_TOKENS=${RM_RESPONSE_TOKENS:-0}  # the reward model scores each response's first N tokens (0: whole)
+RM_LR=${RM_LR:-1e-4}                      # the reward model: 40 pairs x 3 epochs, 18 steps of 7 at the defaults
+RM_EPOCHS=${RM_EPOCHS:-3}
+RM_CHOSEN=${RM_CHOSEN:-chosen_answer}     # the preferred side: chosen_answer (the demonstration's answer, after ####; the
+                                          # policy writes no drafts) or chosen (the whole CoD demonstration)
+RM_RESPONSE_TOKENS=${RM_RESPONSE_TOKENS:-12}  # the reward model scores each response's first N tokens (0: whole): the
+                                          # demonstration ends at ~13 tokens, the policy's samples at 64; on whole
+                                          # responses the model learns where eos comes, not refusal
 SEED=${SEED:-42}
 POLICY_SEED=${POLICY_SEED:-$SEED}         # the policy stage's seed alone (the ablation repeats it over seeds)
 EVAL_LIMIT=${EVAL_LIMIT:-73}              # StrongREJECT and XSTest prompts each (seeded slices; XSTest: 41 safe, 32 unsafe); all

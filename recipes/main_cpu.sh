@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The main job: DR-IRL end to end on a CPU with the embedded SmolLM2-135M-Instruct, nothing downloaded.
 #   1. data: SmolLM2 writes CoD refusal demonstrations for N_PER_CATEGORY prompts per category (and answers them
-#      itself: the IRL negatives); a quarter held out
-#   2. an IRL category reward model (7 heads on the SmolLM2 backbone)
+#      itself, IRL_SAMPLES times: the IRL negatives); a quarter held out
+#   2. an IRL category reward model (7 heads on the SmolLM2 backbone) that scores a response's first
+#      RM_RESPONSE_TOKENS tokens
 #   3. that model served on loopback (reward, drirl_similarity, drirl_reward_gap)
-#   4. GRPO-S policy training in one process (train_ppo_local): POLICY_STEPS steps of ROLLOUT_PROMPTS x N_SAMPLES
+#   4. GRPO-S policy training in one process (train_ppo_local): 12 steps of ROLLOUT_PROMPTS x N_SAMPLES rollouts of
+#      ROLLOUT_MAX_NEW_TOKENS tokens
 #   5. evaluation of the base and the trained policy: held-out prompts, EVAL_LIMIT StrongREJECT and XSTest prompts
 #   6. one report (refusal and over-refusal before and after, alpha distributions, reward per category over steps)
 # Outputs under OUT (default runs/main); every stage resumes or skips what is done, so a rerun continues. The stages
