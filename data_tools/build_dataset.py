@@ -212,6 +212,14 @@ def parse_args(argv=None):
         help="samples per prompt, each one IRL pair with the prompt's demonstration as chosen",
     )
     add(
+        "--policy.heldout_n_samples",
+        dest="policy_heldout_n_samples",
+        type=int,
+        default=0,
+        help="samples per held-out prompt (0: --policy.n_samples): more held-out IRL pairs for the reward model's "
+        "pairwise accuracy, at no change to the training pairs",
+    )
+    add(
         "--policy.negatives",
         dest="policy_negatives",
         choices=("all", "compliant"),
@@ -260,6 +268,10 @@ def parse_args(argv=None):
         parser.error("--data.n_per_category must be at least 1 (leave it out for the smallest category's size)")
     if args.policy_n_samples < 1:
         parser.error(f"--policy.n_samples must be at least 1, got {args.policy_n_samples}")
+    if args.policy_heldout_n_samples < 0:
+        parser.error(
+            f"--policy.heldout_n_samples must be 0 (as --policy.n_samples) or more, got {args.policy_heldout_n_samples}"
+        )
     if not 0 <= args.heldout_ratio < 1:
         parser.error("--data.heldout_ratio must be in [0, 1)")
     if args.gen_cod_mode == "prefilled" and args.gen_backend == "openai":

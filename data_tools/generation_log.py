@@ -47,10 +47,25 @@ def request_seed(seed: int, stage: str, record_id: str, attempt: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def policy_sample_ids(record_id: str, n_samples: int) -> List[str]:
-    """The policy-log keys of a record's ``--policy.n_samples`` samples: the first is the record's own id (so logs of
-    one-sample runs stay valid), the others ``<id>#<j>``, each with its own seed (``request_seed`` of the key)."""
-    return [record_id] + [f"{record_id}#{j}" for j in range(1, n_samples)]
+def heldout_count(n_records: int, heldout_ratio: float) -> int:
+    """How many of a category's kept records are held out (its first ones, in their seeded order): round(n * ratio),
+    at least one whenever a split is asked for and there are two to split."""
+    k = round(n_records * heldout_ratio)
+    return max(k, 1) if heldout_ratio > 0 and n_records >= 2 else k
+
+
+def policy_sample_ids(args, accepted: Dict[str, List[dict]]) -> Dict[str, List[str]]:
+    """Per kept record (``accepted``: per category, in the seeded order), the policy-log keys of its samples:
+    ``--policy.n_samples``, or ``--policy.heldout_n_samples`` for a held-out record when that is set. The first key is
+    the record's own id (so logs of one-sample runs stay valid), the others ``<id>#<j>``, each with its own seed
+    (``request_seed`` of the key): a record's samples do not depend on how many the others get."""
+    ids = {}
+    for records in accepted.values():
+        k = heldout_count(len(records), args.heldout_ratio)
+        for i, r in enumerate(records):
+            n = args.policy_heldout_n_samples if i < k and args.policy_heldout_n_samples else args.policy_n_samples
+            ids[r["id"]] = [r["id"]] + [f"{r['id']}#{j}" for j in range(1, n)]
+    return ids
 
 
 def generate_logged(
@@ -354,8 +369,8 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
     t = time.time()
     with naming_role("policy"):
         policy = make_generator(args, "policy")
-        selected = [r for c in plan.categories for r in accepted[c]]
-        samples = [{**r, "id": i} for r in selected for i in policy_sample_ids(r["id"], args.policy_n_samples)]
+        sample_ids = policy_sample_ids(args, accepted)
+        samples = [{**r, "id": i} for c in plan.categories for r in accepted[c] for i in sample_ids[r["id"]]]
         with tqdm(total=len(samples), desc="policy samples", unit="sample", dynamic_ncols=True) as bar:
             generate_logged(
                 policy,

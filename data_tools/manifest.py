@@ -45,6 +45,7 @@ def config_of(args, candidates: Dict[str, List[dict]]) -> dict:
         ("gen_cod_mode", "single"),
         ("policy_n_samples", 1),
         ("policy_negatives", "all"),
+        ("policy_heldout_n_samples", 0),
     ):
         if config.get(flag) == default:
             del config[flag]  # added later: runs made before it keep their config hash

@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Dict, List
 
 from data_tools.cod_format import check_demonstration, has_refusal, load_refusal_phrases
-from data_tools.generation_log import policy_sample_ids
+from data_tools.generation_log import heldout_count, policy_sample_ids
 from openrlhf_drirl.contract import CATEGORY_KEY, COD_SEPARATOR, DATASOURCE_KEY, LABEL_KEY, PROMPT_KEY, make_label
 from openrlhf_drirl.evaluation import is_refusal
 from openrlhf_drirl.evaluation.judges.refusal import RefusalJudgeConfig, refusal_judge
@@ -66,8 +66,10 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
     out, accepted = args.output_dir, generated.accepted
     demos, samples = generated.demo_log.records, generated.policy_log.records
 
+    ids = policy_sample_ids(args, accepted)
+
     def sample_ids(record):
-        return policy_sample_ids(record["id"], args.policy_n_samples)
+        return ids[record["id"]]
 
     # --policy.negatives compliant: a sample the refusal judge calls a refusal (full or partial) is no IRL negative.
     refused = set()
@@ -79,9 +81,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
     splits = {"train": [], "heldout": []}
     per_category = {}
     for c in plan.categories:
-        # At least one held-out record per category whenever a split is asked for and there are two to split.
-        k = round(len(accepted[c]) * args.heldout_ratio)
-        k = max(k, 1) if args.heldout_ratio > 0 and len(accepted[c]) >= 2 else k
+        k = heldout_count(len(accepted[c]), args.heldout_ratio)
         splits["heldout"] += accepted[c][:k]
         splits["train"] += accepted[c][k:]
         tried = [demos[r["id"]] for r in plan.candidates[c] if r["id"] in demos]

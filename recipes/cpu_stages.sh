@@ -8,6 +8,7 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 DATA_DIR=${DATA_DIR:-$OUT/data}             # what build_data writes; the later stages read it
 N_PER_CATEGORY=${N_PER_CATEGORY:-4}       # x 7 categories; a quarter held out (one per category at 4)
 IRL_SAMPLES=${IRL_SAMPLES:-2}             # SmolLM2's samples per prompt, each one IRL pair (--policy.n_samples)
+IRL_HELDOUT_SAMPLES=${IRL_HELDOUT_SAMPLES:-8}  # per held-out prompt (--policy.heldout_n_samples): >= 50 held-out pairs
 IRL_TEMPERATURE=${IRL_TEMPERATURE:-1.0}   # their sampling temperature (--policy.temperature; 0: greedy)
 IRL_NEGATIVES=${IRL_NEGATIVES:-compliant} # compliant: no refusing sample as a negative, or all (--policy.negatives)
 ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
@@ -61,6 +62,7 @@ build_data() {
       --gen.batch_size 32 \
       --policy.max_new_tokens 64 \
       --policy.n_samples "$IRL_SAMPLES" \
+      --policy.heldout_n_samples "$IRL_HELDOUT_SAMPLES" \
       --policy.temperature "$IRL_TEMPERATURE" \
       --policy.negatives "$IRL_NEGATIVES" \
       --hf.batch_size 32 \

@@ -8,7 +8,7 @@ import re
 import pytest
 from conftest import write_category_prompts
 
-from data_tools.build_dataset import main
+from data_tools.build_dataset import main, parse_args
 from data_tools.cod_format import check_demonstration, load_refusal_phrases, load_seed_demonstrations
 from data_tools.generation_log import AppendLog, request_seed
 from openrlhf_drirl.contract import DATASOURCE_KEY, DEFAULT_CATEGORIES
@@ -299,6 +299,32 @@ def test_policy_n_samples_gives_each_prompt_one_pair_per_sample(tmp_path, tiny_l
     assert sum(v["policy_failed"] for v in stats["per_category"].values()) == 0
     main(argv)  # resumed: every sample is in the log
     assert log.read_text().count("\n") == lines
+
+
+def test_policy_heldout_n_samples_adds_heldout_pairs_and_leaves_the_training_pairs_alone(
+    tmp_path, tiny_lm_dir, capsys
+):
+    """--policy.heldout_n_samples 3 with --policy.n_samples 1: three IRL pairs per held-out prompt, one per training
+    prompt, and the training pairs are those of the run without the flag, text for text (each sample has its own
+    seed); a negative count is one clear error."""
+    source = write_category_prompts(tmp_path / "src.jsonl", per_category=2)
+    runs = {}
+    for heldout_n in ("0", "3"):
+        out = tmp_path / heldout_n
+        main(["--output_dir", str(out), "--data.sources", f"{source}:prompt=question,category=kind",
+              "--data.classifier", "none", "--data.near_dup_method", "ngram", "--data.eval_sets",
+              "--data.n_per_category", "2", "--data.heldout_ratio", "0.5", "--gen.model", tiny_lm_dir,
+              "--gen.max_new_tokens", "4", "--gen.max_attempts", "1", "--gen.num_examples", "0",
+              "--policy.model", tiny_lm_dir, "--policy.max_new_tokens", "8", "--policy.heldout_n_samples", heldout_n,
+              "--cot.n_per_category", "0", "--gen.fallback", "prompt"])  # fmt: skip
+        runs[heldout_n] = {split: read_jsonl(out / f"irl_pairs.{split}.jsonl") for split in ("train", "heldout")}
+    assert len(runs["0"]["heldout"]) == 7 and len(runs["3"]["heldout"]) == 21
+    heldout_ids = {p["id"] for p in runs["3"]["heldout"]}
+    assert heldout_ids == {p["id"] + s for p in runs["0"]["heldout"] for s in ("", "#1", "#2")}
+    assert runs["3"]["train"] == runs["0"]["train"] and len(runs["0"]["train"]) == 7
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--output_dir", str(tmp_path / "bad"), "--plan_only", "--policy.heldout_n_samples", "-1"])
+    assert e.value.code == 2 and "--policy.heldout_n_samples must be 0" in capsys.readouterr().err
 
 
 def test_policy_negatives_compliant_drops_the_samples_the_refusal_judge_calls_refusals(tmp_path, canned_openai_server):

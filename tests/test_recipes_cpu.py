@@ -86,7 +86,7 @@ def test_main_job_runs_every_stage_with_the_embedded_model(tmp_path):
     assert data.gen_model == data.policy_model == "/models/smollm2"
     assert rm.model.model_name_or_path == policy.actor.model_name_or_path == "/models/smollm2"
     # The defaults of recipes/cpu_stages.sh, one variable per line (README, "How the defaults were found").
-    assert data.policy_n_samples == 2  # IRL_SAMPLES
+    assert data.policy_n_samples == 2 and data.policy_heldout_n_samples == 8  # IRL_SAMPLES, IRL_HELDOUT_SAMPLES
     assert data.policy_negatives == "compliant"  # IRL_NEGATIVES
     assert data.policy_temperature == 1.0  # IRL_TEMPERATURE
     assert rm.data.chosen_key == "chosen_answer"  # RM_CHOSEN
