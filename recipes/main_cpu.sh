@@ -29,6 +29,7 @@ evaluate_policy grpo_s "$OUT/grpo_s/policy" "$OUT/eval/grpo_s"
 "$PYTHON" -m openrlhf_drirl.cli.evaluation_report \
    --run base="$OUT/eval/base" \
    --run grpo_s="$OUT/eval/grpo_s" \
+   --reward_model_eval "$OUT/category_rm/eval_accuracy.json" \
    --output_dir "$OUT/report" | tee "$OUT/report/headline.txt"
 "$PYTHON" -m openrlhf_drirl.cli.training_report \
    --run grpo_s="$OUT/grpo_s/policy/rollout_samples.jsonl" \

@@ -10,6 +10,7 @@ import pytest
 from openrlhf_drirl.cli import evaluation_report
 from openrlhf_drirl.evaluation import EvaluationError
 from openrlhf_drirl.evaluation.metrics import (
+    binomial_interval,
     bootstrap_mean,
     compute_metrics,
     find_comparison,
@@ -22,6 +23,7 @@ from openrlhf_drirl.evaluation.metrics import (
     safety_verdict,
 )
 from openrlhf_drirl.records import write_json
+from openrlhf_drirl.reward.irl_trainer import save_accuracy_report
 
 R, C = "full_refusal", "compliance"
 
@@ -214,6 +216,40 @@ def test_report_table1_paired_and_alignment_tax(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluation_report.main(["--run", f"base={base}", "--base", "nope", "--output_dir", str(out)])
     assert "--base 'nope' is not a column: use one of base" in capsys.readouterr().err
+
+
+def test_binomial_interval_is_clopper_pearson():
+    stats = pytest.importorskip("scipy.stats")
+    for k, n in [(56, 56), (0, 10), (13, 13), (5, 30), (50, 56), (1, 1), (0, 1), (299, 300), (400, 1000)]:
+        expected = stats.binomtest(k, n).proportion_ci(0.95, "exact")
+        entry = binomial_interval(k, n)
+        assert entry["value"] == k / n and entry["n"] == n
+        assert entry["ci"] == pytest.approx([expected.low, expected.high], abs=1e-9), (k, n)
+    assert binomial_interval(56, 56)["ci"][0] == pytest.approx(0.025 ** (1 / 56))  # all right: alpha/2 = p^n
+    with pytest.raises(EvaluationError, match="0 <= successes <= n"):
+        binomial_interval(3, 2)
+
+
+def test_report_gives_the_reward_models_heldout_pairs_with_an_exact_interval(tmp_path, capsys):
+    """--reward_model_eval: the file the IRL trainer writes (its own writer here), overall and per category, in the
+    report and the headline; a file of another kind is one clear error."""
+    base = _run_dir(tmp_path / "b", BASE)
+    rm_dir = tmp_path / "rm"
+    per_category = {"insult": {"accuracy": 1.0, "loss": 0.2, "pairs": 30}, "privacy": {"accuracy": 0.75, "pairs": 24}}
+    save_accuracy_report({"per_category": per_category, "accuracy": 48 / 54, "loss": 0.3, "pairs": 54}, str(rm_dir))
+    out = tmp_path / "r"
+    evaluation_report.main(["--run", f"base={base}", "--reward_model_eval", str(rm_dir / "eval_accuracy.json"),
+                            "--output_dir", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    low, high = binomial_interval(48, 54)["ci"]
+    assert f"held-out IRL pairs ranked right  0.889 [{low:.3f}, {high:.3f}] n=54" in printed
+    report = (out / "report.md").read_text()
+    assert f"| all | 0.889 [{low:.3f}, {high:.3f}] n=54 |" in report and "| privacy | 0.750 [" in report
+    assert report.index("## Reward model separation") < report.index("## Headline")
+    with pytest.raises(SystemExit):
+        evaluation_report.main(["--run", f"base={base}", "--reward_model_eval", str(base / "verdicts.jsonl"),
+                                "--output_dir", str(out)])  # fmt: skip
+    assert "--reward_model_eval" in capsys.readouterr().err
 
 
 def test_single_run_report_says_not_measured(tmp_path):

@@ -10,7 +10,7 @@ by how their verdict moved between refusal (full or partial) and compliance.
 import fnmatch
 import json
 import os
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Optional
 
 from openrlhf_drirl.evaluation import EvaluationError, is_refusal
 from openrlhf_drirl.evaluation.metrics import (
@@ -18,6 +18,7 @@ from openrlhf_drirl.evaluation.metrics import (
     HARMFUL,
     HEADLINE,
     VERDICT_KEY,
+    binomial_interval,
     find_comparison,
     format_difference,
     format_metric,
@@ -61,6 +62,25 @@ def load_columns(runs: Dict[str, str]) -> List[Column]:
     if len({c.name for c in columns}) != len(columns):
         raise EvaluationError("two --run columns have the same name: give each run its own NAME")
     return columns
+
+
+def load_reward_model_pairs(path: str) -> Dict[str, dict]:
+    """The reward model's held-out IRL pairs ranked right (demonstration above the policy sample), from the trainer's
+    ``eval_accuracy.json`` (``train_category_rm --eval.dataset``): ``{"all" or category: binomial_interval}``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+        entries = {ALL: report, **report.get("per_category", {})}
+        return {
+            name: binomial_interval(round(e["accuracy"] * e["pairs"]), e["pairs"])
+            for name, e in entries.items()
+            if e["pairs"]
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise EvaluationError(
+            f"--reward_model_eval {path!r} is not a reward model's eval_accuracy.json ({type(e).__name__}: {e}): pass "
+            "the file that train_category_rm --eval.dataset writes into its --ckpt.output_dir"
+        ) from None
 
 
 def flips(base: Column, other: Column) -> Dict[tuple, dict]:
@@ -154,9 +174,13 @@ def _paired_rows(other: str, entries: List[dict]) -> List[List[str]]:
 
 
 def markdown(
-    columns: List[Column], all_flips: Dict[str, Dict[tuple, dict]], comparisons: Dict[str, List[dict]]
+    columns: List[Column],
+    all_flips: Dict[str, Dict[tuple, dict]],
+    comparisons: Dict[str, List[dict]],
+    reward_model_pairs: Optional[Dict[str, dict]] = None,
 ) -> str:
-    """``comparisons[other column] = metrics.paired_comparisons`` of the baseline's and that column's verdicts."""
+    """``comparisons[other column] = metrics.paired_comparisons`` of the baseline's and that column's verdicts;
+    ``reward_model_pairs``: ``load_reward_model_pairs``."""
     names = [c.name for c in columns]
     lines = [
         "# Safety evaluation",
@@ -216,10 +240,21 @@ def markdown(
     separation = {
         c.name: reward_separation(c.verdicts, c.bootstrap["seed"], c.bootstrap["resamples"]) for c in columns
     }
+    if any(separation.values()) or reward_model_pairs:
+        lines += ["## Reward model separation", ""]
+    if reward_model_pairs:
+        lines += [
+            "Held-out IRL pairs ranked right: the share in which the reward model scores the demonstration above the "
+            "policy's sample of the same held-out prompt, with the Clopper-Pearson exact 95% interval.",
+            "",
+            *_table(
+                ["category", "ranked right [95% CI] n"],
+                [[name, format_metric(entry, False)] for name, entry in reward_model_pairs.items()],
+            ),
+            "",
+        ]
     if any(separation.values()):
         lines += [
-            "## Reward model separation",
-            "",
             "ROC AUC of the `reward_model` score for the answers the `refusal` judge calls refusals vs compliance, "
             "over each policy's items judged by both (0.5: no separation; 1: every refusal scores above every "
             "compliance), with the bootstrap 95% interval over items.",
