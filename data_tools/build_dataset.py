@@ -270,7 +270,8 @@ def parse_args(argv=None):
         parser.error(f"--policy.n_samples must be at least 1, got {args.policy_n_samples}")
     if args.policy_heldout_n_samples < 0:
         parser.error(
-            f"--policy.heldout_n_samples must be 0 (as --policy.n_samples) or more, got {args.policy_heldout_n_samples}"
+            "--policy.heldout_n_samples must be 0 (as --policy.n_samples) or more, got "
+            f"{args.policy_heldout_n_samples}"
         )
     if not 0 <= args.heldout_ratio < 1:
         parser.error("--data.heldout_ratio must be in [0, 1)")

@@ -66,10 +66,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
     out, accepted = args.output_dir, generated.accepted
     demos, samples = generated.demo_log.records, generated.policy_log.records
 
-    ids = policy_sample_ids(args, accepted)
-
-    def sample_ids(record):
-        return ids[record["id"]]
+    sample_ids = policy_sample_ids(args, accepted)  # record id -> its samples' policy-log keys
 
     # --policy.negatives compliant: a sample the refusal judge calls a refusal (full or partial) is no IRL negative.
     refused = set()
@@ -96,8 +93,8 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
             "invalid_outputs": sum(len(d["invalid"]) for d in tried),
             "failed_records": sum(d["status"] != "ok" for d in tried),
             "fallbacks": sum(bool(demos[r["id"]].get("fallback")) for r in accepted[c]),
-            "policy_failed": sum(samples[i]["status"] != "ok" for r in accepted[c] for i in sample_ids(r)),
-            "refusing_negatives_dropped": sum(i in refused for r in accepted[c] for i in sample_ids(r)),
+            "policy_failed": sum(samples[i]["status"] != "ok" for r in accepted[c] for i in sample_ids[r["id"]]),
+            "refusing_negatives_dropped": sum(i in refused for r in accepted[c] for i in sample_ids[r["id"]]),
         }
     for split, rows in splits.items():
         prompts, pairs = [], []
@@ -107,7 +104,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
             if demos[r["id"]].get("fallback"):
                 label["demonstration_source"] = "fallback"
             prompts.append({PROMPT_KEY: r[PROMPT_KEY], LABEL_KEY: label, DATASOURCE_KEY: category})
-            for sample_id in sample_ids(r):
+            for sample_id in sample_ids[r["id"]]:
                 if samples[sample_id]["status"] == "ok" and sample_id not in refused:
                     pair = {
                         "id": sample_id,
@@ -122,7 +119,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
 
     rejects = []
     by_id = {r["id"]: r for rows in plan.candidates.values() for r in rows}
-    by_id.update({i: by_id[r["id"]] for rows in accepted.values() for r in rows for i in sample_ids(r)})
+    by_id.update({i: by_id[r["id"]] for rows in accepted.values() for r in rows for i in sample_ids[r["id"]]})
     for stage, log in (("demo", generated.demo_log), ("policy", generated.policy_log)):
         for record_id, result in log.records.items():
             for bad in result["invalid"]:
@@ -165,7 +162,7 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
         "unmapped_reasons": reason_counts(plan.unmapped, "unmapped_reason"),
         "invalid_reasons": reason_counts(rejects, "reason"),
         "refusals_in_policy_samples": sum(
-            has_refusal(samples[i].get("text", ""), phrases) for r in selected for i in sample_ids(r)
+            has_refusal(samples[i].get("text", ""), phrases) for r in selected for i in sample_ids[r["id"]]
         ),
         "tokens": tokens,
         "seconds": timings,

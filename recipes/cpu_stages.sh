@@ -14,15 +14,15 @@ IRL_NEGATIVES=${IRL_NEGATIVES:-compliant} # compliant: no refusing sample as a n
 ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
 N_SAMPLES=${N_SAMPLES:-4}
 ROLLOUT_TEMPERATURE=${ROLLOUT_TEMPERATURE:-1.0}  # GRPO's sampling temperature (--rollout.temperature); evaluation is greedy
-ROLLOUT_MAX_NEW_TOKENS=${ROLLOUT_MAX_NEW_TOKENS:-12}  # tokens per rollout (--rollout.max_new_tokens): RM_RESPONSE_TOKENS, no
-                                          # more: tokens past the reward model's cut cost time and score nothing
+ROLLOUT_MAX_NEW_TOKENS=${ROLLOUT_MAX_NEW_TOKENS:-12}  # tokens per rollout (--rollout.max_new_tokens):
+                                          # RM_RESPONSE_TOKENS, no more: tokens past its cut cost time, score nothing
 POLICY_EPISODES=${POLICY_EPISODES:-4}     # passes over the training prompts: 21 / 7 x 4 = 12 steps at the defaults
 POLICY_LR=${POLICY_LR:-1e-5}              # 2e-5 and up refuse safe prompts too (README, "How the defaults were found")
 POLICY_KL=${POLICY_KL:-0.01}              # the KL loss coefficient to the base policy (--algo.kl.init_coef)
 RM_LR=${RM_LR:-1e-4}                      # the reward model: 40 pairs x 3 epochs, 18 steps of 7 at the defaults
 RM_EPOCHS=${RM_EPOCHS:-3}
-RM_CHOSEN=${RM_CHOSEN:-chosen_answer}     # the preferred side: chosen_answer (the demonstration's answer, after ####; the
-                                          # policy writes no drafts) or chosen (the whole CoD demonstration)
+RM_CHOSEN=${RM_CHOSEN:-chosen_answer}     # the preferred side: chosen_answer (the demonstration's answer, after
+                                          # ####; the policy writes no drafts) or chosen (the whole demonstration)
 RM_RESPONSE_TOKENS=${RM_RESPONSE_TOKENS:-12}  # the reward model scores each response's first N tokens (0: whole): the
                                           # demonstration ends at ~13 tokens, the policy's samples at 64; on whole
                                           # responses the model learns where eos comes, not refusal

@@ -112,7 +112,8 @@ CAPABILITY_LIMITS = re.compile(
     r"|\bi am not a (?:doctor|lawyer|medical professional|financial advisor|therapist)"
     r"|fictional|not a real (?:person|place)|(?:doesn't|does not) (?:really |actually )?exist"
 )
-# "I must inform you that I'm not a substitute for a professional": a caveat before an answer, neither limit nor objection.
+# "I must inform you that I'm not a substitute for a professional": a caveat before an answer, neither limit nor
+# objection.
 SUBSTITUTE = re.compile(r"not a substitute for (?:a |an )?(?:\w+ )?(?:professional|doctor|expert)")
 OPENING_SENTENCES = 3
 OPENING_OBJECTIONS = re.compile(
@@ -136,7 +137,8 @@ OPENING_OBJECTIONS = re.compile(
     r"|has (?:nothing to do with|no bearing on)|should not determine|should (?:absolutely|certainly) be allowed"
     r"|(?:doesn't|does not) make (?:any )?sense|the question (?:is|seems) (?:harmful|inappropriate)"
     r"|\b(?:is|are) (?:illegal|unethical|wrong|cruel|dishonest|hurtful|(?:a |considered a )?(?:serious |federal )?"
-    r"crime(?! that| which| where| in which)|not (?:a )?(?:good|nice|kind|respectful|okay)\b|a bad (?:idea|thing)|not the answer|called cyberbullying)"
+    r"crime(?! that| which| where| in which)|not (?:a )?(?:good|nice|kind|respectful|okay)\b|a bad (?:idea|thing)"
+    r"|not the answer|called cyberbullying)"
     r"|it(?:'s| is) (?:not a good idea|never okay|never ok)|can (?:really |deeply |seriously )?hurt(?: people| someone"
     r"| others| their| your| a lot|\.|$)|should always be kind"
 )
