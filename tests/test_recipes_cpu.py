@@ -145,6 +145,22 @@ def test_ablation_runs_differ_only_in_the_hardness_terms_the_exponent_and_the_se
     assert len(report.run) == len(report.eval_run) == 12
 
 
+def test_ablation_rerun_skips_evaluated_runs_and_resumes_one_with_a_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    (out / "eval" / "grpo_s_seed42").mkdir(parents=True)
+    (out / "eval" / "grpo_s_seed42" / "manifest.json").write_text("{}")  # evaluated, checkpoint removed: finished
+    (out / "eval" / "grpo_seed42").mkdir()
+    (out / "eval" / "grpo_seed42" / "manifest.json").write_text("{}")
+    (out / "ablation" / "grpo_seed42" / "ckpt").mkdir(parents=True)  # interrupted before its checkpoint went
+    calls = recorded_modules(tmp_path, "ablation_cpu.sh", out=out)
+    trained = [check_parses(m, argv).ckpt.path for m, argv in calls if m == "openrlhf_drirl.cli.train_ppo_local"]
+    assert str(out / "ablation" / "grpo_s_seed42" / "ckpt") not in trained and len(trained) == 11
+    assert str(out / "ablation" / "grpo_seed42" / "ckpt") in trained
+    assert not (out / "ablation" / "grpo_seed42" / "ckpt").exists()  # removed once evaluated
+    report = check_parses(*next(c for c in calls if c[0] == "openrlhf_drirl.cli.training_report"))
+    assert len(report.run) == 12  # the skipped run is still in the comparison
+
+
 def test_ablation_refuses_an_unknown_variant_before_any_stage(tmp_path):
     env = dict(os.environ, PYTHON="/bin/false", OUT=str(tmp_path), VARIANTS="grpo_s grpo_x")
     result = subprocess.run(["bash", os.path.join(REPO, "recipes", "ablation_cpu.sh")], env=env, capture_output=True)
