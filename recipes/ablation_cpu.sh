@@ -55,6 +55,8 @@ for variant in $VARIANTS; do
          evaluate_policy "$run" "$OUT/ablation/$run/policy" "$OUT/eval/$run"
          # 1.6 GB of optimizer state a run; policy/ keeps what the evaluation and the training report read.
          rm -rf "$OUT/ablation/$run/ckpt"
+      else
+         echo "ablation_cpu.sh: $run is trained and evaluated; kept (delete $OUT/eval/$run to rerun it)"
       fi
       eval_runs+=(--run "$run=$OUT/eval/$run")
       rollout_logs+=(--run "$run=$OUT/ablation/$run/policy/rollout_samples.jsonl"
