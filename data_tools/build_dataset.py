@@ -31,9 +31,9 @@ from data_tools.generation_log import WORK_LOGS, AppendLog, run_generation
 from data_tools.manifest import finish_run, start_run
 from data_tools.outputs import write_dataset, write_json, write_plan, write_plan_reports
 from data_tools.plan import make_plan
-from data_tools.prompt_sources import BUNDLED_EVAL_SETS, BUNDLED_SOURCES
+from data_tools.prompt_sources import BUNDLED_BENIGN_SOURCES, BUNDLED_EVAL_SETS, BUNDLED_SOURCES
 from data_tools.similarity import NEAR_DUP_METHODS
-from openrlhf_drirl.contract import COD_SEPARATOR
+from openrlhf_drirl.contract import COD_SEPARATOR, DEFAULT_CATEGORIES
 from openrlhf_drirl.generation import BACKENDS, GenerationError
 from openrlhf_drirl.records import RecordError
 
@@ -127,6 +127,35 @@ def parse_args(argv=None):
         type=float,
         default=0.1,
         help="share of each category held out (at least 1 when the ratio is > 0)",
+    )
+    add(
+        "--data.benign_sources",
+        dest="benign_sources",
+        nargs="*",
+        metavar="SPEC",
+        default=list(BUNDLED_BENIGN_SOURCES),
+        help="benign prompts that look like a category's (its column holds category names): bundled "
+        "'benign_contrast' (10 per category) or PATH:prompt=COL,category=COL; read only with "
+        "--data.benign_per_category",
+    )
+    add(
+        "--data.benign_per_category",
+        dest="benign_per_category",
+        type=int,
+        default=0,
+        metavar="M",
+        help="benign look-alikes drawn per category (split like the harmful ones); their IRL pairs prefer the base "
+        "policy's compliant answer over a refusal of the same prompt, and their training-split prompts join the GRPO "
+        "prompts, all under --data.benign_category (0: off, the paper's harmful-only data)",
+    )
+    add(
+        "--data.benign_category",
+        dest="benign_category",
+        default="benign",
+        metavar="NAME",
+        help="the category the benign pairs and prompts carry, so that they train and are scored by a head of their "
+        "own (add it to --irl.categories and --drirl.categories); their look-alike category stays in "
+        "lookalike_category",
     )
     add(
         "--data.paraphrase_fill",
@@ -266,6 +295,16 @@ def parse_args(argv=None):
         parser.error("--gen.model and --policy.model are required (or pass --plan_only)")
     if args.n_per_category is not None and args.n_per_category < 1:
         parser.error("--data.n_per_category must be at least 1 (leave it out for the smallest category's size)")
+    if args.benign_per_category < 0:
+        parser.error(f"--data.benign_per_category must be 0 (off) or more, got {args.benign_per_category}")
+    if args.benign_per_category and not args.benign_sources:
+        parser.error("--data.benign_per_category needs --data.benign_sources (e.g. the bundled benign_contrast)")
+    harm_categories = DEFAULT_CATEGORIES if args.categories is None else args.categories.split(",")
+    if args.benign_per_category and args.benign_category in harm_categories:
+        parser.error(
+            f"--data.benign_category {args.benign_category!r} is one of the harm categories: a benign prompt needs a "
+            "head of its own (a harm category's head prefers the refusal); pass another name, e.g. benign"
+        )
     if args.policy_n_samples < 1:
         parser.error(f"--policy.n_samples must be at least 1, got {args.policy_n_samples}")
     if args.policy_heldout_n_samples < 0:
@@ -290,7 +329,8 @@ def build(args) -> dict:
     out, work = args.output_dir, os.path.join(args.output_dir, "work")
     plan = make_plan(args)
     timings = {"prepare": round(time.time() - started, 2)}
-    manifest = start_run(args, plan.candidates, started)
+    benign = {f"benign:{c}": rows for c, rows in plan.benign_candidates.items()}
+    manifest = start_run(args, {**plan.candidates, **benign}, started)
     config_hash = manifest["config_hash"]
     # The log records carry the hash too, so a lost manifest.json cannot let another config resume. start_run refused
     # a manifest of another config: one that exists vouches for records logged before they carried the hash.

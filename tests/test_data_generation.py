@@ -379,3 +379,68 @@ def test_paraphrase_fill_tops_up_short_categories(tmp_path, canned_openai_server
             len(made) == 1 and made[0]["prompt"].startswith("Could you tell me") and made[0]["prompt"] not in originals
         )
     assert stats["counts"]["paraphrases_dropped"] == 0
+
+
+def test_benign_prompts_turn_the_pair_around_and_leave_the_harmful_pairs_alone(tmp_path, canned_openai_server):
+    """--data.benign_per_category M: per category M benign look-alikes (split like the harmful prompts), each pair
+    preferring a compliant base-policy sample over the refusal the generator wrote for that prompt; the training
+    split's benign prompts join the GRPO prompts with that sample as their demonstration; the held-out prompt file
+    stays harmful only; the harmful pairs are the same, text for text, as without benign prompts."""
+
+    def reply(prompt, seed):
+        if "minimum draft" in prompt or "Think step by step" in prompt:
+            return canned_reply(prompt, seed)
+        return "I'm sorry, but I can't help with that." if seed % 2 else f"Sure, here is plan number {seed % 97}."
+
+    source = write_category_prompts(tmp_path / "src.jsonl", per_category=3)
+    benign = write_category_prompts(tmp_path / "benign.jsonl", per_category=3, seed=1)
+    url, _ = canned_openai_server(reply)
+    policy = ["--policy.backend", "openai", "--policy.url", url, "--policy.model", "canned", "--policy.n_samples", "3"]
+    main(build_argv(source, tmp_path / "off", url, policy))
+    benign_flags = ["--data.benign_sources", f"{benign}:prompt=question,category=kind", "--data.benign_per_category"]
+    main(build_argv(source, tmp_path / "on", url, policy, *benign_flags, "2"))
+
+    def rows(run, name):
+        return read_jsonl(tmp_path / run / f"{name}.train.jsonl") + read_jsonl(
+            tmp_path / run / f"{name}.heldout.jsonl"
+        )
+
+    harmful_on = [p for p in rows("on", "irl_pairs") if not p.get("benign")]
+    assert harmful_on == rows("off", "irl_pairs")
+    benign_pairs = [p for p in rows("on", "irl_pairs") if p.get("benign")]
+    kinds = {json.loads(line)["question"]: json.loads(line)["kind"] for line in open(benign)}
+    assert benign_pairs and {p["prompt"] for p in benign_pairs} <= set(kinds)
+    for pair in benign_pairs:  # a head of their own: the harm categories' heads keep preferring the refusal
+        assert pair["category"] == "benign" and pair["lookalike_category"] == kinds[pair["prompt"]]
+        assert pair["chosen"] == pair["chosen_answer"] and pair["chosen"].startswith("Sure, here is plan")
+        assert "####" not in pair["rejected"] and pair["rejected"] == "I'm sorry, but I can't help."
+    stats = json.loads((tmp_path / "on" / "stats.json").read_text())
+    assert stats["counts"]["benign_train"] == stats["counts"]["benign_heldout"] == len(DEFAULT_CATEGORIES)
+    refusing = sum(v["benign_refusing_samples"] for v in stats["per_category"].values())
+    assert 0 < refusing and len(benign_pairs) + refusing == 3 * 2 * len(DEFAULT_CATEGORIES)
+
+    train_prompts = read_jsonl(tmp_path / "on" / "prompts.train.jsonl")
+    benign_rows = [r for r in train_prompts if r["label"].get("benign")]
+    helped = {p["prompt"] for p in read_jsonl(tmp_path / "on" / "irl_pairs.train.jsonl") if p.get("benign")}
+    assert 0 < len(benign_rows) == len(helped)  # a record whose samples all refuse has no helpful demonstration
+    for row in benign_rows:
+        assert row[DATASOURCE_KEY] == row["label"]["category"] == "benign"
+        assert row["label"]["lookalike_category"] == kinds[row["prompt"]]
+        assert row["label"]["demonstration"].startswith("Sure, here is plan")
+    heldout = [read_jsonl(tmp_path / run / "prompts.heldout.jsonl") for run in ("on", "off")]
+    assert heldout[0] == heldout[1]
+    assert [r for r in train_prompts if not r["label"].get("benign")] == read_jsonl(
+        tmp_path / "off" / "prompts.train.jsonl"
+    )
+
+
+def test_benign_per_category_needs_a_source_and_a_category_of_its_own(tmp_path, capsys):
+    base = ["--output_dir", str(tmp_path), "--plan_only", "--data.benign_per_category", "2"]
+    with pytest.raises(SystemExit) as e:
+        parse_args([*base, "--data.benign_sources"])
+    assert e.value.code == 2 and "--data.benign_per_category needs --data.benign_sources" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        parse_args([*base, "--data.benign_category", "insult"])
+    assert e.value.code == 2 and "--data.benign_category 'insult' is one of the harm categories" in (
+        capsys.readouterr().err
+    )

@@ -5,11 +5,14 @@ import hashlib
 import json
 import os
 import re
+from collections import Counter
 
 import pytest
 
 from data_tools import BUNDLED_DIR, DatasetBuildError
-from data_tools.prompt_sources import load_eval_prompts, load_source, source_rows
+from data_tools.prompt_sources import BUNDLED_EVAL_SETS, load_eval_prompts, load_source, source_rows
+from data_tools.similarity import find_eval_overlap
+from openrlhf_drirl.contract import DEFAULT_CATEGORIES
 
 
 def test_bundled_donotanswer_has_939_prompts_in_five_risk_areas():
@@ -33,6 +36,16 @@ def test_bundled_donotanswer_has_939_prompts_in_five_risk_areas():
 def test_bundled_eval_sets_counts():
     assert len(load_eval_prompts("strongreject")) == 313
     assert len(load_eval_prompts("harmbench")) == 320 + 80 + 200
+    assert len(load_eval_prompts("xstest")) == 250 + 200
+
+
+def test_bundled_benign_contrast_covers_every_category_and_overlaps_no_evaluation_prompt():
+    records = load_source("benign_contrast")
+    assert Counter(label for r in records for label in r["labels"]) == {c: 10 for c in DEFAULT_CATEGORIES}
+    assert all(r["taxonomy"] == "categories" and r["source"] == "benign_contrast" for r in records)
+    eval_prompts = [e for name in BUNDLED_EVAL_SETS for e in load_eval_prompts(name)]
+    clean, overlap = find_eval_overlap(records, eval_prompts, "ngram", 0.6, None)
+    assert overlap == [] and len(clean) == 70
 
 
 def test_bundled_files_match_provenance_hashes_and_carry_licenses():

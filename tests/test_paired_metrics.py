@@ -271,15 +271,19 @@ def test_roc_auc_equals_sklearn_and_reward_separation_reads_both_judges():
     assert entry["ci"][0] < entry["value"] < entry["ci"][1] and entry["positives"] == labels.sum()
     assert roc_auc([0.1, 0.2], [True, True]) is None
     verdicts = {
-        ("refusal", "heldout", "a"): {"verdict": "full_refusal"},
-        ("refusal", "heldout", "b"): {"verdict": "compliance"},
-        ("refusal", "xstest", "c"): {"verdict": "partial_refusal"},
+        ("refusal", "heldout", "a"): {"verdict": "full_refusal", "expected": "refuse"},
+        ("refusal", "heldout", "b"): {"verdict": "compliance", "expected": "refuse"},
+        ("refusal", "xstest", "c"): {"verdict": "partial_refusal", "expected": "comply"},
+        ("refusal", "xstest", "e"): {"verdict": "compliance", "expected": "comply"},
         ("reward_model", "heldout", "a"): {"score": 0.9},
         ("reward_model", "heldout", "b"): {"score": 0.5},
         ("reward_model", "xstest", "c"): {"score": 0.4},
+        ("reward_model", "xstest", "e"): {"score": 0.6},
         ("reward_model", "xstest", "d"): {"score": 0.0},  # no refusal verdict: left out
     }
-    assert reward_separation(verdicts, resamples=50)["value"] == 0.5 and reward_separation(verdicts)["n"] == 3
+    assert reward_separation(verdicts, resamples=50)["value"] == 0.5 and reward_separation(verdicts)["n"] == 4
+    harmful, safe = (reward_separation(verdicts, expected, resamples=50) for expected in ("refuse", "comply"))
+    assert (harmful["value"], harmful["n"], safe["value"], safe["n"]) == (1.0, 2, 0.0, 2)
 
 
 def test_a_row_of_category_all_counts_once():

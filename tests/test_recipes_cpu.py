@@ -18,6 +18,7 @@ from openrlhf_drirl.cli import (
     training_report,
 )
 from openrlhf_drirl.cli.train_ppo_ray import openrlhf_checked_args
+from openrlhf_drirl.contract import DEFAULT_CATEGORIES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDER = """#!/usr/bin/env bash
@@ -26,13 +27,15 @@ printf "%s\\n" "$@" > "$ARGV_DIR/$(date +%s%N)-$$"
 """
 
 
-def recorded_modules(tmp_path, recipe, out=None):
-    """[(module, argv)] of the recipe's python -m calls, in call order (OUT: ``out``, default tmp_path/out)."""
+def recorded_modules(tmp_path, recipe, out=None, **variables):
+    """[(module, argv)] of the recipe's python -m calls, in call order (OUT: ``out``, default tmp_path/out; more
+    recipe variables in ``variables``)."""
     recorder, argv_dir = tmp_path / "python", tmp_path / "argv"
     recorder.write_text(RECORDER)
     recorder.chmod(0o755)
     argv_dir.mkdir()
     env = dict(os.environ, PYTHON=str(recorder), ARGV_DIR=str(argv_dir), PORT="5999", OUT=str(out or tmp_path / "out"))
+    env.update(variables)
     result = subprocess.run(["bash", os.path.join(REPO, "recipes", recipe)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     calls = [p.read_text().splitlines() for p in sorted(argv_dir.iterdir(), key=lambda p: int(p.name.split("-")[0]))]
@@ -88,6 +91,8 @@ def test_main_job_runs_every_stage_with_the_embedded_model(tmp_path):
     # The defaults of recipes/cpu_stages.sh, one variable per line (README, "How the defaults were found").
     assert data.policy_n_samples == 2 and data.policy_heldout_n_samples == 8  # IRL_SAMPLES, IRL_HELDOUT_SAMPLES
     assert data.policy_negatives == "compliant"  # IRL_NEGATIVES
+    assert data.benign_per_category == 0  # BENIGN_PER_CATEGORY
+    assert rm.irl.categories == policy.drirl.categories == ",".join(DEFAULT_CATEGORIES)
     assert data.policy_temperature == 1.0  # IRL_TEMPERATURE
     assert rm.data.chosen_key == "chosen_answer"  # RM_CHOSEN
     assert rm.data.response_tokens == 12  # RM_RESPONSE_TOKENS
@@ -99,6 +104,14 @@ def test_main_job_runs_every_stage_with_the_embedded_model(tmp_path):
     assert policy.algo.advantage.estimator == "grpo_s" and policy.drirl.hardness_terms == "both"
     assert policy.train.batch_size == policy.rollout.batch_size * policy.rollout.n_samples_per_prompt
     assert base_eval.policy == ["base=/models/smollm2"] and trained_eval.policy[0].endswith("grpo_s/policy")
+
+
+def test_benign_look_alikes_reach_the_data_the_reward_heads_and_the_estimator(tmp_path):
+    calls = recorded_modules(tmp_path, "main_cpu.sh", BENIGN_PER_CATEGORY="2")
+    parsed = {m.rsplit(".", 1)[1]: check_parses(m, argv) for m, argv in calls}
+    data, rm, policy = parsed["build_dataset"], parsed["train_category_rm"], parsed["train_ppo_local"]
+    assert data.benign_per_category == 2 and data.benign_sources == ["benign_contrast"]
+    assert rm.irl.categories == policy.drirl.categories == ",".join((*DEFAULT_CATEGORIES, data.benign_category))
 
 
 def test_a_rerun_keeps_the_trained_reward_model(tmp_path):
@@ -128,7 +141,8 @@ def test_ablation_runs_differ_only_in_the_hardness_terms_the_exponent_and_the_se
     for t in trainings:  # held-out prompts scored at step 0 and after every step, greedily
         assert t.eval.dataset.endswith("prompts.heldout.jsonl") and t.eval.steps == 1 and t.eval.temperature == 0
     per_run = {"--drirl.hardness_terms", "--drirl.alpha_exponent", "--train.seed", "--ckpt.output_dir", "--ckpt.path"}
-    per_run |= {"--logger.tensorboard_dir", "--algo.advantage.estimator"}
+    # --drirl.categories: the control estimator takes no --drirl.* flag
+    per_run |= {"--logger.tensorboard_dir", "--algo.advantage.estimator", "--drirl.categories"}
     trainings = [argv for m, argv in calls if m == "openrlhf_drirl.cli.train_ppo_local"]
 
     def shared(argv):  # argv without the per-run flags and their values

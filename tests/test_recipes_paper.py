@@ -143,7 +143,7 @@ def test_build_dataset_reaches_paper_size_with_user_datasets(tmp_path):
         "/data/sp.jsonl:category=type,taxonomy=safety_prompts",
     ]
     assert load_source(args.sources[1])[0]["labels"] == ["privacy_violation"]  # the spec the recipe writes loads
-    assert args.eval_sets == ["strongreject", "harmbench"] and args.heldout_ratio == 0.1
+    assert args.eval_sets == ["strongreject", "harmbench", "xstest"] and args.heldout_ratio == 0.1
     # Without user datasets: Do-Not-Answer alone; recipes/build_dataset.sh is this recipe writing to ./runs/data.
     calls = run_recipe(tmp_path, os.path.join(REPO, "recipes", "build_dataset.sh"), OUTPUT_DIR="")
     args = parse_args(only(modules(calls), "data_tools.build_dataset")[0])

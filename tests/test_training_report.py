@@ -81,9 +81,17 @@ def test_report_states_the_refused_share_and_the_within_group_separation(tmp_pat
         {"step": 1, "prompt": "p", "response": compliance, "label": None, "reward": 2.0},
         {"step": 1, "prompt": "p", "response": compliance, "label": None, "reward": -1.0},
     ]
+    benign = {"category": "insult", "demonstration": compliance, "benign": True}
+    rows += [  # a benign look-alike prompt, reported apart: here the reward puts its refusal below both answers
+        {"step": 1, "prompt": "q", "response": refusal, "label": benign, "reward": -2.0},
+        {"step": 1, "prompt": "q", "response": compliance, "label": benign, "reward": 0.5},
+        {"step": 1, "prompt": "q", "response": compliance, "label": benign, "reward": 0.1},
+    ]
     log = tmp_path / "rollout_samples.jsonl"
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
     training_report.main(["--run", f"grpo_s={log}", "--output_dir", str(tmp_path / "out")])
     section = (tmp_path / "out" / "training.md").read_text().split("inside a group?")[1].split("## ")[0]
-    line = next(line for line in section.splitlines() if line.startswith("| grpo_s |"))
-    assert line.startswith("| grpo_s | 25.0% [") and "| 0.667 [" in line and line.endswith("n=3 |")
+    harmful = next(line for line in section.splitlines() if line.startswith("| grpo_s | harmful |"))
+    assert harmful.startswith("| grpo_s | harmful | 25.0% [") and "| 0.667 [" in harmful and harmful.endswith("n=3 |")
+    benign = next(line for line in section.splitlines() if line.startswith("| grpo_s | benign |"))
+    assert benign.startswith("| grpo_s | benign | 33.3% [") and "| 0.000 [" in benign and benign.endswith("n=2 |")

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from openrlhf_drirl.contract import CATEGORY_KEY, parse_label
+from openrlhf_drirl.contract import BENIGN_KEY, CATEGORY_KEY, parse_label
 from openrlhf_drirl.evaluation import is_refusal
 from openrlhf_drirl.evaluation.judges.refusal import RefusalJudgeConfig, refusal_judge
 from openrlhf_drirl.evaluation.metrics import bootstrap_mean, format_metric
@@ -41,6 +41,11 @@ def mean_with_ci(values: List[float], percent: bool = False) -> str:
 
 def category(row: dict) -> str:
     return parse_label(row["label"])[CATEGORY_KEY] if row.get("label") is not None else "unlabelled"
+
+
+def prompt_kind(row: dict) -> str:
+    """'benign' for a benign look-alike prompt (build_dataset --data.benign_per_category), else 'harmful'."""
+    return "benign" if row.get("label") is not None and parse_label(row["label"]).get(BENIGN_KEY) else "harmful"
 
 
 def reward_by_category_and_step(rows: List[dict]) -> Dict[str, Dict[int, List[float]]]:
@@ -104,18 +109,24 @@ def markdown(runs: Dict[str, List[dict]]) -> str:
     lines += [
         "Over every pair of rollouts of one prompt at one step where the refusal judge calls one a refusal and the "
         "other compliance: the share in which the refusal has the higher reward (0.5: GRPO's advantages carry no "
-        "preference for refusal), bootstrap 95% interval over groups, n pairs.",
+        "preference for refusal), bootstrap 95% interval over groups, n pairs. Harmful and benign look-alike "
+        "prompts apart: on benign ones a reward that tells them apart puts the refusal below (under 0.5).",
         "",
-        "| run | refused rollouts | refusal above compliance |",
-        "|---|---|---|",
+        "| run | prompts | refused rollouts | refusal above compliance |",
+        "|---|---|---|---|",
     ]
     for name, rows in runs.items():
         refusals = refused(rows)
-        separation = within_group_separation(rows, refusals)
-        lines.append(
-            f"| {name} | {mean_with_ci([float(r) for r in refusals], percent=True)} | "
-            f"{format_metric(separation, False) if separation else 'no mixed group'} |"
-        )
+        for kind in ("harmful", "benign"):
+            kept = [(row, r) for row, r in zip(rows, refusals) if prompt_kind(row) == kind]
+            if not kept:
+                continue
+            kind_rows, kind_refusals = [row for row, _ in kept], [r for _, r in kept]
+            separation = within_group_separation(kind_rows, kind_refusals)
+            lines.append(
+                f"| {name} | {kind} | {mean_with_ci([float(r) for r in kind_refusals], percent=True)} | "
+                f"{format_metric(separation, False) if separation else 'no mixed group'} |"
+            )
     lines += ["", "## Reward per category, first and last step", ""]
     lines += ["| run | category | first step | last step |", "|---|---|---|---|"]
     for name, rows in runs.items():

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Dict, List, NamedTuple, Optional
 
-from openrlhf_drirl.evaluation import EvaluationError, is_refusal
+from openrlhf_drirl.evaluation import SHOULD_COMPLY, SHOULD_REFUSE, EvaluationError, is_refusal
 from openrlhf_drirl.evaluation.metrics import (
     ALL,
     HARMFUL,
@@ -237,15 +237,19 @@ def markdown(
             ]
         else:
             lines += [f"{NOT_MEASURED}: no usefulness benchmark (judge `usefulness`) answered by both policies.", ""]
+    prompt_kinds = (("all", None), ("harmful (should refuse)", SHOULD_REFUSE), ("safe (should comply)", SHOULD_COMPLY))
     separation = {
-        c.name: reward_separation(c.verdicts, c.bootstrap["seed"], c.bootstrap["resamples"]) for c in columns
+        (c.name, kind): reward_separation(c.verdicts, expected, c.bootstrap["seed"], c.bootstrap["resamples"])
+        for c in columns
+        for kind, expected in prompt_kinds
     }
     if any(separation.values()) or reward_model_pairs:
         lines += ["## Reward model separation", ""]
     if reward_model_pairs:
         lines += [
-            "Held-out IRL pairs ranked right: the share in which the reward model scores the demonstration above the "
-            "policy's sample of the same held-out prompt, with the Clopper-Pearson exact 95% interval.",
+            "Held-out IRL pairs ranked right: the share in which the reward model scores the chosen side (the "
+            "demonstration; on a benign look-alike prompt, the policy's compliant answer) above the rejected side of "
+            "the same held-out prompt, with the Clopper-Pearson exact 95% interval.",
             "",
             *_table(
                 ["category", "ranked right [95% CI] n"],
@@ -257,13 +261,17 @@ def markdown(
         lines += [
             "ROC AUC of the `reward_model` score for the answers the `refusal` judge calls refusals vs compliance, "
             "over each policy's items judged by both (0.5: no separation; 1: every refusal scores above every "
-            "compliance), with the bootstrap 95% interval over items.",
+            "compliance), with the bootstrap 95% interval over items: on all of them, on the harmful prompts (where "
+            "refusals should score higher) and on the safe ones (XSTest's safe prompts, where a reward that tells "
+            "them apart puts refusals lower: under 0.5).",
             "",
         ]
         rows = [
-            [name, format_metric(entry, False), str(entry["positives"])] for name, entry in separation.items() if entry
+            [name, kind, format_metric(entry, False), str(entry["positives"])]
+            for (name, kind), entry in separation.items()
+            if entry
         ]
-        lines += _table(["policy", "AUC [95% CI] n", "refusals"], rows) + [""]
+        lines += _table(["policy", "prompts", "AUC [95% CI] n", "refusals"], rows) + [""]
     lines += ["## Headline", ""]
     rows = []
     for benchmark, key, label in HEADLINE:

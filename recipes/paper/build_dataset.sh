@@ -47,7 +47,7 @@ SOURCES+=("${EXTRA[@]}")
    --data.classifier_threshold 0.3 \
    --data.near_dup_method minilm \
    --data.near_dup_threshold 0.9 \
-   --data.eval_sets strongreject harmbench \
+   --data.eval_sets strongreject harmbench xstest \
    --data.n_per_category "$N_PER_CATEGORY" \
    --data.heldout_ratio "$HELDOUT_RATIO" \
    --data.paraphrase_fill \
