@@ -144,14 +144,14 @@ def write_dataset(args, plan, generated, config_hash: str, timings: dict, starte
                     pairs.append({**pair, "rejected": samples[sample_id]["text"]})
         for r in splits[f"benign_{split}"]:
             refusal = demos[r["id"]]["text"].split(COD_SEPARATOR, 1)[-1].strip()
-            category, lookalike = args.benign_category, {LOOKALIKE_KEY: r[CATEGORY_KEY], BENIGN_KEY: True}
+            category, marks = args.benign_category, {LOOKALIKE_KEY: r[CATEGORY_KEY], BENIGN_KEY: True}
             helpful = [i for i in sample_ids[r["id"]] if samples[i]["status"] == "ok" and i not in refused]
             if helpful and split == "train":
-                label = make_label(category, samples[helpful[0]]["text"], id=r["id"], source=r["source"], **lookalike)
+                label = make_label(category, samples[helpful[0]]["text"], id=r["id"], source=r["source"], **marks)
                 prompts.append({PROMPT_KEY: r[PROMPT_KEY], LABEL_KEY: label, DATASOURCE_KEY: category})
             for sample_id in helpful:
                 text = samples[sample_id]["text"]
-                pair = {"id": sample_id, PROMPT_KEY: r[PROMPT_KEY], CATEGORY_KEY: category, **lookalike}
+                pair = {"id": sample_id, PROMPT_KEY: r[PROMPT_KEY], CATEGORY_KEY: category, **marks}
                 pairs.append({**pair, "chosen": text, "chosen_answer": text, "rejected": refusal})
         write_jsonl(os.path.join(out, f"prompts.{split}.jsonl"), prompts)
         write_jsonl(os.path.join(out, f"irl_pairs.{split}.jsonl"), pairs)
