@@ -33,7 +33,7 @@ from data_tools.outputs import write_dataset, write_json, write_plan, write_plan
 from data_tools.plan import make_plan
 from data_tools.prompt_sources import BUNDLED_BENIGN_SOURCES, BUNDLED_EVAL_SETS, BUNDLED_SOURCES
 from data_tools.similarity import NEAR_DUP_METHODS
-from openrlhf_drirl.contract import COD_SEPARATOR, DEFAULT_CATEGORIES
+from openrlhf_drirl.contract import COD_SEPARATOR, parse_categories
 from openrlhf_drirl.generation import BACKENDS, GenerationError
 from openrlhf_drirl.records import RecordError
 
@@ -299,8 +299,11 @@ def parse_args(argv=None):
         parser.error(f"--data.benign_per_category must be 0 (off) or more, got {args.benign_per_category}")
     if args.benign_per_category and not args.benign_sources:
         parser.error("--data.benign_per_category needs --data.benign_sources (e.g. the bundled benign_contrast)")
-    harm_categories = DEFAULT_CATEGORIES if args.categories is None else args.categories.split(",")
-    if args.benign_per_category and args.benign_category in harm_categories:
+    try:
+        harm_categories = parse_categories(args.categories)  # as the plan reads them
+    except ValueError as e:
+        parser.error(f"--data.categories {args.categories!r}: {e}")
+    if args.benign_per_category and args.benign_category.strip() in harm_categories:
         parser.error(
             f"--data.benign_category {args.benign_category!r} is one of the harm categories: a benign prompt needs a "
             "head of its own (a harm category's head prefers the refusal); pass another name, e.g. benign"

@@ -444,3 +444,7 @@ def test_benign_per_category_needs_a_source_and_a_category_of_its_own(tmp_path, 
     assert e.value.code == 2 and "--data.benign_category 'insult' is one of the harm categories" in (
         capsys.readouterr().err
     )
+    # The category list is read as the plan reads it (spaces around the names stripped).
+    with pytest.raises(SystemExit) as e:
+        parse_args([*base, "--data.categories", "insult, physical_harm", "--data.benign_category", "physical_harm"])
+    assert e.value.code == 2 and "'physical_harm' is one of the harm categories" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 import torch
+from recipe_recorder import recorded_modules
 from safetensors.torch import load_file
 
 from openrlhf_drirl.cli import train_ppo_local
@@ -318,22 +319,13 @@ def test_cpu_recipe_parses_through_the_real_parsers(tmp_path):
     from openrlhf_drirl.cli import serve_category_rm, train_category_rm
     from openrlhf_drirl.cli.train_ppo_ray import openrlhf_checked_args
 
-    recorder = tmp_path / "python"
-    recorder.write_text(
-        '#!/usr/bin/env bash\nif [ "$1" = "-c" ]; then echo /models/smollm2; exit 0; fi\n'
-        'printf "%s\\n" "$@" > "$ARGV_DIR/$$"\n'
-    )
-    recorder.chmod(0o755)
-    (tmp_path / "argv").mkdir()
-    env = dict(os.environ, PYTHON=str(recorder), ARGV_DIR=str(tmp_path / "argv"), PORT="5999", OUT=str(tmp_path))
-    subprocess.run(["bash", os.path.join(TESTS_DIR, "..", "recipes", "train_grpo_s_cpu.sh")], env=env, check=True)
-    commands = [path.read_text().splitlines() for path in (tmp_path / "argv").iterdir()]
-    by_module = {c[1]: c[2:] for c in commands if c[0] == "-m"}
-    assert sorted(by_module) == [
-        "openrlhf_drirl.cli.serve_category_rm",
+    calls = recorded_modules(tmp_path, "train_grpo_s_cpu.sh", out=tmp_path)
+    assert [m for m, _ in calls] == [
         "openrlhf_drirl.cli.train_category_rm",
+        "openrlhf_drirl.cli.serve_category_rm",
         "openrlhf_drirl.cli.train_ppo_local",
     ]
+    by_module = dict(calls)
     rm, serve, local = (
         by_module[f"openrlhf_drirl.cli.{m}"] for m in ("train_category_rm", "serve_category_rm", "train_ppo_local")
     )
