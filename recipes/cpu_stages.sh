@@ -27,6 +27,9 @@ ROLLOUT_MAX_NEW_TOKENS=${ROLLOUT_MAX_NEW_TOKENS:-12}  # tokens per rollout (--ro
 POLICY_EPISODES=${POLICY_EPISODES:-4}     # passes over the training prompts: 21 / 7 x 4 = 12 steps at the defaults
 POLICY_LR=${POLICY_LR:-1e-5}              # 2e-5 and up refuse safe prompts too (README, "How the defaults were found")
 POLICY_KL=${POLICY_KL:-0.01}              # the KL loss coefficient to the base policy (--algo.kl.init_coef)
+NO_STD_NORM=${NO_STD_NORM:-1}             # 1: GRPO-S's z is r - group mean, not divided by the group's std
+                                          # (--algo.advantage.no_std_norm, as OpenRLHF's dr_grpo): +23.8 pts against
+                                          # +15.0 with the std (docs/reward-signal.md, stop 36); 0: the paper's z
 RM_LR=${RM_LR:-1e-4}                      # the reward model: 40 pairs x 3 epochs, 18 steps of 7 at the defaults
 RM_EPOCHS=${RM_EPOCHS:-3}
 RM_CHOSEN=${RM_CHOSEN:-chosen_answer}     # the preferred side: chosen_answer (the demonstration's answer, after
@@ -38,7 +41,8 @@ SEED=${SEED:-42}
 POLICY_SEED=${POLICY_SEED:-$SEED}         # the policy stage's seed alone (the ablation repeats it over seeds)
 EVAL_LIMIT=${EVAL_LIMIT:-73}              # StrongREJECT and XSTest prompts each (seeded slices; XSTest: 41 safe, 32 unsafe); all
                                           # held-out prompts: 80 paired harmful prompts with the 7 held out
-EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-96}
+EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-48}  # greedy answers; refusals are stated early: cut from 96, the refusal
+                                          # judge changed 0 to 2 of 153 verdicts, no XSTest safe one (stop 36)
 EVAL_BENCHMARKS=${EVAL_BENCHMARKS:-heldout,strongreject,xstest}
 EVAL_JUDGES=${EVAL_JUDGES:-refusal,reward_model}
 PORT=${PORT:-$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
@@ -126,6 +130,7 @@ start_reward_server() {
 train_policy() {
    local estimator=(--algo.advantage.estimator grpo_s --drirl.hardness_terms "$1" --drirl.categories "$CATEGORIES")
    [ "$1" = shuffled_control ] && estimator=(--algo.advantage.estimator grpo_shuffled_control)
+   [ "$NO_STD_NORM" = 1 ] && estimator+=(--algo.advantage.no_std_norm)
    "$PYTHON" -m openrlhf_drirl.cli.train_ppo_local \
       --actor.model_name_or_path "$SMOLLM2" \
       --reward.remote_url "$REWARD_URL" \

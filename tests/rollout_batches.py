@@ -17,12 +17,12 @@ from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf_drirl.advantage.experience_maker import DRIRLExperienceMaker
 
 
-def make_args(estimator="grpo_s", n=4, kl_use_loss=True, **drirl):
+def make_args(estimator="grpo_s", n=4, kl_use_loss=True, no_std_norm=False, **drirl):
     return SimpleNamespace(
         rollout=SimpleNamespace(n_samples_per_prompt=n, max_tokens_per_gpu=64, micro_batch_size=4),
         reward=SimpleNamespace(clip_range=(-10.0, 10.0), overlong_buffer_len=None, stop_properly_penalty_coef=None),
         algo=SimpleNamespace(
-            advantage=SimpleNamespace(estimator=estimator, gamma=1.0, lambd=0.95, no_std_norm=False),
+            advantage=SimpleNamespace(estimator=estimator, gamma=1.0, lambd=0.95, no_std_norm=no_std_norm),
             kl=SimpleNamespace(use_loss=kl_use_loss),
         ),
         train=SimpleNamespace(dynamic_batch_enable=True),

@@ -1,5 +1,6 @@
 """grpo_shuffled_control, the ablation's negative control, through OpenRLHF's experience maker: each group keeps
-group_norm's values in another order, the same seed and step give the same order, and the order changes with both."""
+group_norm's values (dr_grpo's with --algo.advantage.no_std_norm) in another order, the same seed and step give the
+same order, and the order changes with both."""
 
 import pytest
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
@@ -14,15 +15,18 @@ def advantages(estimator, maker):
     return [float(row[0]) for row in by_rollout_position(maker.compute_advantages_and_returns(batches), "advantages")]
 
 
-def control_maker(seed):
-    maker = make_maker(make_args("grpo_shuffled_control", N))
+def control_maker(seed, no_std_norm=False):
+    maker = make_maker(make_args("grpo_shuffled_control", N, no_std_norm=no_std_norm))
     maker.args.train.seed = seed
     return maker
 
 
-def test_each_group_keeps_group_norms_values_in_another_order():
-    reference = advantages("group_norm", make_maker(make_args("group_norm", N), cls=RemoteExperienceMaker))
-    shuffled = advantages("grpo_shuffled_control", control_maker(seed=1))
+@pytest.mark.parametrize("no_std_norm,oracle", [(False, "group_norm"), (True, "dr_grpo")])
+def test_each_group_keeps_the_openrlhf_estimators_values_in_another_order(no_std_norm, oracle):
+    reference = advantages(
+        oracle, make_maker(make_args(oracle, N, no_std_norm=no_std_norm), cls=RemoteExperienceMaker)
+    )
+    shuffled = advantages("grpo_shuffled_control", control_maker(seed=1, no_std_norm=no_std_norm))
     for g in range(GROUPS):
         group = slice(g * N, (g + 1) * N)
         assert sorted(shuffled[group]) == pytest.approx(sorted(reference[group]), abs=1e-6)

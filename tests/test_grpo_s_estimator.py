@@ -52,14 +52,26 @@ def test_micro_batches_are_shuffled_across_groups():
     assert len(batches) > 1 and any(order != sorted(order) or order[0] % 4 for order in orders)
 
 
-def test_alpha_one_equals_group_norm():
+# At α = 1 GRPO-S is OpenRLHF's group_norm, and with --algo.advantage.no_std_norm its dr_grpo (no division by std).
+@pytest.mark.parametrize("no_std_norm,oracle", [(False, "group_norm"), (True, "dr_grpo")])
+def test_alpha_one_equals_openrlhf_estimator(no_std_norm, oracle):
     n, rewards = 4, [0.3, -1.2, 2.0, 0.7, 5.0, 5.5, 4.0, 3.0, -0.1, 0.0, 0.2, 0.9]
     labels = [label("insult")] * 8 + [label("physical_harm", as_string=True)] * 4
     info = {"drirl_similarity": [0.4] * 12, "drirl_reward_gap": [-0.5] * 8 + [1.0] * 4}
-    _, grpo_s = run("grpo_s", rewards, labels, info, n, kl_coef=0.05, kl_scale=1.0)
-    _, group_norm = run("group_norm", rewards, labels, info, n, kl_coef=0.05, kl_scale=1.0, cls=RemoteExperienceMaker)
+    _, grpo_s = run("grpo_s", rewards, labels, info, n, kl_coef=0.05, kl_scale=1.0, no_std_norm=no_std_norm)
+    _, expected = run(
+        oracle,
+        rewards,
+        labels,
+        info,
+        n,
+        kl_coef=0.05,
+        kl_scale=1.0,
+        cls=RemoteExperienceMaker,
+        no_std_norm=no_std_norm,
+    )
     for name in ("advantages", "returns"):
-        for a, b in zip(by_rollout_position(grpo_s, name), by_rollout_position(group_norm, name)):
+        for a, b in zip(by_rollout_position(grpo_s, name), by_rollout_position(expected, name)):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     assert all(abs(float(a) - 1.0) < 1e-6 for a in by_rollout_position(grpo_s, "drirl/alpha"))
 

@@ -3,6 +3,7 @@
 For a rollout batch with groups of n samples per prompt q, sample i of category c (j in the paper):
 
     z_i   = (r_i - mean_group(r)) / (std_group(r) + 1e-9)           OpenRLHF's group_norm, unchanged
+    z_i   = r_i - mean_group(r)                                      with --algo.advantage.no_std_norm (dr_grpo's)
     δ_i   = 1 - W_i                                                  W_i: ``info["drirl_similarity"]``
     α^D_i = σ(δ_i) / σ(δ̄_c)                                          δ̄_c: mean of δ over category c's samples
     g_i   = R_c(q, o_i) - R_c(q, õ)                                  ``info["drirl_reward_gap"]``
@@ -120,9 +121,11 @@ def add_grpo_s_arguments(parser) -> None:
     add_config_arguments(parser, GRPOSConfig, "drirl", "GRPO-S (openrlhf_drirl)")
 
 
-def group_normalized_rewards(rewards: torch.Tensor) -> torch.Tensor:
-    """z = (r - mean_group) / (std_group + 1e-9) over the last dim; exactly OpenRLHF's group_norm (unbiased std)."""
-    return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + 1e-9)
+def group_normalized_rewards(rewards: torch.Tensor, divide_by_std: bool = True) -> torch.Tensor:
+    """z = (r - mean_group) / (std_group + 1e-9) over the last dim, exactly OpenRLHF's group_norm (unbiased std);
+    without the std (``--algo.advantage.no_std_norm``) z = r - mean_group, exactly its dr_grpo."""
+    centered = rewards - rewards.mean(-1, keepdim=True)
+    return centered / (rewards.std(-1, keepdim=True) + 1e-9) if divide_by_std else centered
 
 
 def segment_sum(values: torch.Tensor, segment_ids: torch.Tensor, num_segments: int) -> torch.Tensor:
@@ -270,7 +273,9 @@ def grpo_s_rewards(rewards: torch.Tensor, labels: list, info: Dict[str, torch.Te
         segment, num_segments = category, len(categories)
 
     # float64 inside: gaps and rewards far from 0 (1e20) would overflow their squares in float32.
-    z = group_normalized_rewards(rewards.double()).reshape(-1)
+    # --algo.advantage.no_std_norm: a group whose samples the reward barely tells apart (all compliant, say) is not
+    # scaled up to advantages as large as those of a group with a refusal in it.
+    z = group_normalized_rewards(rewards.double(), not args.algo.advantage.no_std_norm).reshape(-1)
     alpha_data = torch.ones(num_samples, dtype=torch.float64, device=device)
     alpha_model = torch.ones(num_samples, dtype=torch.float64, device=device)
     metrics = {}
