@@ -84,7 +84,8 @@ build_data() {
 
 # Stage 2: one category reward model (7 heads on the SmolLM2 backbone) by IRL: demonstration over policy sample.
 # The trainer keeps no checkpoint of a finished run (--ckpt.save_steps -1), so a model it saved is kept as it is:
-# tokenizer.json is the last file of its save.
+# tokenizer.json is the last file of its save. The held-out pairs are scored once, after the last step (--eval.steps
+# past it): a pass costs about 15 s and changes nothing in training.
 train_reward_model() {
    if [ -f "$OUT/category_rm/model.safetensors" ] && [ -f "$OUT/category_rm/tokenizer.json" ]; then
       echo "cpu_stages.sh: $OUT/category_rm is trained; kept (delete it to retrain)"
@@ -102,6 +103,7 @@ train_reward_model() {
       --train.batch_size 7 \
       --train.micro_batch_size 7 \
       --train.max_epochs "$RM_EPOCHS" \
+      --eval.steps 1000000 \
       --train.seed "$SEED" \
       --adam.lr "$RM_LR" \
       --train.cpu \
