@@ -41,8 +41,9 @@ SEED=${SEED:-42}
 POLICY_SEED=${POLICY_SEED:-$SEED}         # the policy stage's seed alone (the ablation repeats it over seeds)
 EVAL_LIMIT=${EVAL_LIMIT:-73}              # StrongREJECT and XSTest prompts each (seeded slices; XSTest: 41 safe, 32 unsafe); all
                                           # held-out prompts: 80 paired harmful prompts with the 7 held out
-EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-48}  # greedy answers; refusals are stated early: cut from 96, the refusal
-                                          # judge changed 0 to 2 of 153 verdicts, no XSTest safe one (stop 36)
+EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-48}  # greedy answers, cut from 96 to fit 20 minutes: judged on their
+                                          # first 48 tokens, 0 to 5 of 153 answers changed side, mostly late
+                                          # refusals (bench/bench_eval_length.py; docs/reward-signal.md, stop 36)
 EVAL_BENCHMARKS=${EVAL_BENCHMARKS:-heldout,strongreject,xstest}
 EVAL_JUDGES=${EVAL_JUDGES:-refusal,reward_model}
 PORT=${PORT:-$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}

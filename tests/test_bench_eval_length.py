@@ -24,9 +24,7 @@ def write_run(path, temperature):
 
 
 def run(path, *flags):
-    return subprocess.run(
-        [sys.executable, SCRIPT, str(path), *flags], capture_output=True, text=True, env={**os.environ}, timeout=300
-    )
+    return subprocess.run([sys.executable, SCRIPT, str(path), *flags], capture_output=True, text=True, timeout=300)
 
 
 def test_a_late_refusal_is_cut_off_and_named(tmp_path):
