@@ -331,6 +331,7 @@ def test_cpu_recipe_parses_through_the_real_parsers(tmp_path):
     args = openrlhf_checked_args(local, (), train_ppo_local.configure_parser)
     train_ppo_local.check_one_process(args)
     assert args.algo.advantage.estimator == "grpo_s" and args.actor.model_name_or_path == "/models/smollm2"
+    assert args.algo.advantage.no_std_norm  # NO_STD_NORM=1, the recipe's default: dr_grpo's z
     assert args.train.batch_size == args.rollout.batch_size * args.rollout.n_samples_per_prompt
 
 
